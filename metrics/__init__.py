@@ -1,0 +1,1 @@
+"""contactpulse KPI math (pure functions) and the Prometheus exposition."""

@@ -1,0 +1,144 @@
+"""Prometheus collectors for agents: states and occupancy (agents table), handle time per agent (contacts table).
+
+Like metrics/exposition.py, nothing is updated per event: each scrape reads the windows that are current
+by the wall clock. An agent's still-open state (since its last change) is added at scrape time, so the
+live counts and the current interval's occupancy move with the clock between events.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, Iterable, MutableMapping
+
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from metrics.kpi import CurrentWindows, merge_counts, ratio
+from metrics.pipeline_stats import event_families, label_overflow, sum_stats, watermark_family
+from streams.agents import BUSY_STATES, NO_QUEUE, TIMED_STATES
+from streams.config import Settings
+from streams.events import AGENT_STATES
+from streams.state import iter_kind
+
+WINDOWS = ("interval", "trailing", "today")
+
+
+class AgentCollector(Collector):
+    """contactpulse_agents{queue,state} now, and seconds per state / occupancy per queue and window."""
+
+    def __init__(self, settings: Settings, table: MutableMapping[str, Any],
+                 owned_partitions: Callable[[], set[int] | None], clock: Callable[[], float] = time.time,
+                 topic: str = "agent-events"):
+        self.s = settings
+        self.table = table
+        self.owned = owned_partitions
+        self.clock = clock
+        self.topic = topic
+
+    def snapshot(self, partitions: set[int] | None, now: float
+                 ) -> tuple[dict[tuple[str, str], dict[str, float]], dict[tuple[str, str], int]]:
+        """((queue, window) -> state -> seconds incl. the open states up to now, (queue, state) -> agents now)."""
+        cur = CurrentWindows(self.s, now)
+        seconds: dict[tuple[str, str], dict[str, float]] = {}
+        for _p, (kind, start, queue), w in iter_kind(self.table, "w", partitions):
+            window = cur.window_of(kind, int(start))
+            if window is not None:
+                merge_counts(seconds.setdefault((queue, window), {}), w["t"])
+        live: dict[tuple[str, str], int] = {}
+        starts = cur.starts()
+        for _p, _parts, rec in iter_kind(self.table, "a", partitions):
+            if not rec["tl"]:
+                continue
+            since, state, queues = rec["tl"][-1]
+            for queue in queues or [NO_QUEUE]:
+                live[(queue, state)] = live.get((queue, state), 0) + 1
+                if state not in TIMED_STATES:
+                    continue
+                for window, start in starts.items():
+                    open_seconds = now - max(since, start)  # the open state, up to the scrape
+                    if open_seconds > 0:
+                        per_state = seconds.setdefault((queue, window), {})
+                        per_state[state] = per_state.get(state, 0.0) + open_seconds
+        return seconds, live
+
+    def collect(self) -> Iterable:
+        partitions = self.owned()
+        now = self.clock()
+        seconds, live = self.snapshot(partitions, now)
+        L = ["queue", "window"]
+        agents = GaugeMetricFamily("contactpulse_agents", "Agents in each state now (an agent counts once in each of its queues).",
+                                   labels=["queue", "state"])
+        busy = GaugeMetricFamily("contactpulse_agent_busy_seconds",
+                                 "Agent seconds on contact or in after-contact work in the window.", labels=L)
+        available = GaugeMetricFamily("contactpulse_agent_available_seconds",
+                                      "Agent seconds available (idle, ready for a contact) in the window.", labels=L)
+        per_state = GaugeMetricFamily("contactpulse_agent_state_seconds",
+                                      "Agent seconds in each state in the window (logged-out time is not summed).",
+                                      labels=["queue", "state", "window"])
+        occupancy = GaugeMetricFamily("contactpulse_agent_occupancy_ratio",
+                                      "This worker's occupancy: busy / (busy + available).", labels=L)
+        queues = {q for q, _w in seconds} | {q for q, _st in live}
+        for queue in sorted(queues):
+            for state in AGENT_STATES:  # 0, not absence, for a known queue
+                agents.add_metric([queue, state], live.get((queue, state), 0))
+            for window in WINDOWS:
+                t = seconds.get((queue, window), {})
+                b = sum(t.get(st, 0.0) for st in BUSY_STATES)
+                a = t.get("available", 0.0)
+                busy.add_metric([queue, window], b)
+                available.add_metric([queue, window], a)
+                for state in TIMED_STATES:
+                    per_state.add_metric([queue, state, window], t.get(state, 0.0))
+                occ = ratio(b, b + a)
+                if occ is not None:
+                    occupancy.add_metric([queue, window], occ)
+        yield from (agents, busy, available, per_state, occupancy)
+        yield from self.collect_stats(partitions)
+
+    def collect_stats(self, partitions: set[int] | None) -> Iterable:
+        t = sum_stats(self.table, partitions, "ovf")
+        yield from event_families(self.topic, t)
+        yield label_overflow(self.topic, "queue", t.extra["ovf"])
+        yield watermark_family(self.topic, t)
+
+
+class AgentHandleCollector(Collector):
+    """Handle time, hold and transfers per queue and agent (written by streams/agents.add_agent_handle)."""
+
+    def __init__(self, settings: Settings, table: MutableMapping[str, Any],
+                 owned_partitions: Callable[[], set[int] | None], clock: Callable[[], float] = time.time,
+                 topic: str = "contact-events"):
+        self.s = settings
+        self.table = table
+        self.owned = owned_partitions
+        self.clock = clock
+        self.topic = topic
+
+    def current(self, partitions: set[int] | None) -> dict[tuple[str, str, str], dict]:
+        """(queue, agent, window) -> counts in the windows that contain now."""
+        cur = CurrentWindows(self.s, self.clock())
+        out: dict[tuple[str, str, str], dict] = {}
+        for _p, (kind, start, queue, agent), counts in iter_kind(self.table, "a", partitions):
+            window = cur.window_of(kind, int(start))
+            if window is not None:
+                merge_counts(out.setdefault((queue, agent, window), {}), counts)
+        return out
+
+    def collect(self) -> Iterable:
+        partitions = self.owned()
+        L = ["queue", "agent", "window"]
+        families = {field: GaugeMetricFamily(f"contactpulse_agent_{name}", doc, labels=L) for field, name, doc in (
+            ("hnd", "contacts_handled", "Contacts the agent ended (handled) in the window."),
+            ("hsum", "handle_seconds_sum", "The agent's handle time: talk + hold + after-contact work."),
+            ("holdsum", "hold_seconds_sum", "The agent's total hold time."),
+            ("holds", "holds", "The agent's number of holds."),
+            ("xfer", "transfers", "The agent's number of transfers."),
+            ("acwsum", "after_contact_work_seconds_sum", "The agent's total after-contact (wrap-up) work."),
+        )}
+        for (queue, agent, window), c in sorted(self.current(partitions).items()):
+            for field, family in families.items():
+                family.add_metric([queue, agent, window], c.get(field, 0))
+        yield from families.values()
+        total = 0
+        for _p, _fields, budget in iter_kind(self.table, "ab", partitions):
+            total += budget["ovf"]
+        yield label_overflow(self.topic, "agent", total)

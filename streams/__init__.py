@@ -1,0 +1,1 @@
+"""contactpulse stream processing: the Faust app, its topics, agents and tables."""

@@ -1,0 +1,257 @@
+"""Agent states and per-agent handle time.
+
+Two parts, both pure of Faust (unit tests drive them with a dict):
+
+1. AgentProcessor: topic `agent-events` (keyed by agent_id) -> each agent's state timeline and, per queue
+   and window, the seconds agents spent in each state (occupancy = busy / (busy + available)).
+   Key layout of the "agents" table (partition first, see streams/state.py):
+       "{p}|w|{kind}|{start}|{queue}"   seconds per state in one window: kind i=interval, d=day, m=minute
+       "{p}|a|{agent_id}"               the agent: recent state changes ("tl"), dedupe ids
+       "{p}|s"                          partition bookkeeping: watermark, accepted/rejected counts, queues
+   Time in a state is attributed when the state ends (the next change arrives); the still-open state
+   is added at scrape time by metrics/agents.py, so the current interval moves with the clock.
+
+2. add_agent_handle(): called by streams/contacts.py when a contact is handled; adds the contact's handle
+   time, hold and transfers to per-agent windows in the contacts table, within the max_agents budget:
+       "{p}|a|{kind}|{start}|{queue}|{agent}"   per-agent counts (agents past the budget: "__overflow__")
+       "{p}|ab"                                 the agents admitted on this partition, overflow count
+"""
+from __future__ import annotations
+
+import time
+from bisect import bisect_right
+from typing import Any, Callable, MutableMapping
+
+from metrics.kpi import interval_start, split_by_window, window_start
+from streams.config import Settings
+from streams.events import AgentEvent, Rejection, parse_agent_event
+from streams.pipeline import BatchProcessor, BatchResult, Bookkeeping, Message
+from streams.state import BatchView
+
+TOPIC = "agent-events"
+# Write order inside a batch: windows before agent records before bookkeeping (see BatchView).
+FLUSH_ORDER = ("w", "a", "s")
+TIMED_STATES = ("available", "on_contact", "after_contact_work", "away")  # logged-out time is not summed
+BUSY_STATES = ("on_contact", "after_contact_work")
+NO_QUEUE = "__none__"  # an agent whose events name no queues (cannot collide: real names start alphanumeric)
+OVERFLOW = "__overflow__"  # label values past a cardinality budget
+KINDS = ("i", "d", "m")
+
+
+def keep_seconds(s: Settings) -> dict[str, int]:
+    """How long after its start a window is kept (the same horizons as streams/contacts.py expire())."""
+    return {
+        "i": s.interval_seconds + s.allowed_lateness_seconds + s.interval_seconds,
+        "d": 86400 + s.allowed_lateness_seconds + 86400,
+        "m": s.trailing_seconds + s.allowed_lateness_seconds + 60,
+    }
+
+
+def new_stats() -> dict:
+    return {"o": -1, "wm": 0.0, "acc": {}, "rej": {}, "dup": 0, "rekey": 0, "queues": [], "ovf": 0}
+
+
+class AgentProcessor(BatchProcessor):
+    flush_order = FLUSH_ORDER
+
+    def __init__(self, settings: Settings, table: MutableMapping[str, Any], clock: Callable[[], float] = time.time):
+        super().__init__(settings, table, clock)
+        self.keep = keep_seconds(settings)
+
+    def cutoff(self, watermark: float) -> float:
+        """Start of the earliest interval still open to late changes: time before it is final."""
+        if not watermark:
+            return float("-inf")
+        return interval_start(watermark - self.s.allowed_lateness_seconds, self.s.interval_seconds, self.tz)
+
+    def _process(self, view: BatchView, msg: Message, now: float, result: BatchResult) -> None:
+        p, o = msg.partition, msg.offset
+        bk = Bookkeeping(view, msg, result, new_stats)
+        ev = self.parse(parse_agent_event, msg, now)
+        if isinstance(ev, Rejection):
+            bk.reject(*ev)
+            return
+        if bk.rekeyed(TOPIC, ev.agent_id.encode()):
+            return  # an agent's events must share a partition (its timeline lives there): sent again
+        queues, overflowed = self._budget_queues(ev.queues, bk.stats, bk.fresh)
+
+        def accept() -> None:
+            bk.accept(ev.type)
+            if overflowed and bk.fresh:  # counted once per accepted event, like "accepted"
+                bk.stats["ovf"] += 1
+
+        rkey = f"{p}|a|{ev.agent_id}"
+        rec = view.get(rkey)
+        if rec is not None and o <= rec["o"]:
+            # Reprocessing after a crash that wrote this record but not the stats: the record holds the
+            # message's effect; its ids (event_id, ts, offset) say whether it was applied, late or a repeat.
+            bk.recount(rec, any(i[0] == ev.event_id and i[2] == o for i in rec["ids"]), ev.ts, accept)
+            return
+        if rec is None:
+            rec = {"o": -1, "tl": [], "ids": []}
+        if any(i[0] == ev.event_id for i in rec["ids"]):
+            bk.duplicate()
+            return
+        late = self._place(view, p, o, rec, ev, queues, self.cutoff(bk.stats["wm"]), now)
+        bk.settle(rec, late, accept)
+        bk.advance_watermark(ev.ts)
+        newest = max(ev.ts, rec["tl"][-1][0] if rec["tl"] else ev.ts)
+        rec["ids"] = [i for i in rec["ids"] if i[1] >= newest - self.s.dedupe_horizon_seconds]
+        rec["ids"].append([ev.event_id, ev.ts, o])
+        if "late" in rec:
+            kept = {i[2] for i in rec["ids"]}
+            rec["late"] = [x for x in rec["late"] if x in kept]
+        rec["o"] = o
+        view.put(rkey, rec)
+
+    def _budget_queues(self, queues: tuple[str, ...] | None, stats: dict, fresh: bool
+                       ) -> tuple[list[str] | None, bool]:
+        """The event's queues within the max_queues budget (queues past it are summed under __overflow__),
+        and whether any was past it."""
+        if queues is None:
+            return None, False
+        out: list[str] = []
+        overflowed = False
+        for q in queues:
+            if q not in stats["queues"]:
+                if len(stats["queues"]) >= self.s.max_queues:
+                    overflowed = True
+                    q = OVERFLOW
+                elif fresh:
+                    stats["queues"].append(q)
+            if q not in out:
+                out.append(q)
+        return out, overflowed
+
+    # -- the timeline ------------------------------------------------------------------------------
+    def _place(self, view: BatchView, p: int, o: int, rec: dict, ev: AgentEvent, queues: list[str] | None,
+               cutoff: float, now: float) -> str | None:
+        """Insert the state change into the agent's timeline and move time between states in the windows.
+
+        tl = [[ts, state, queues], ...] in event-time order; entry k holds from its ts to entry k+1's ts.
+        * newest event (the usual case): the previous state ends at ev.ts -> its time is added.
+        * older event between two known changes: [ev.ts, next change) moves from the previous state to
+          this one; only time at or after `cutoff` moves, since older intervals are final.
+        Equal timestamps: the event that arrives later counts as the later change.
+        """
+        tl = rec["tl"]
+        k = bisect_right([e[0] for e in tl], ev.ts)
+        if queues is None:  # not given: the queues the agent had just before
+            queues = list(tl[k - 1][2]) if k else []
+        deltas: dict[tuple[str, str], dict[str, float]] = {}  # (queue, kind|start) -> state -> seconds
+        if k < len(tl):
+            nxt = tl[k][0]
+            if nxt <= cutoff:
+                return (f"state change at {ev.ts:.0f} would only change intervals closed more than "
+                        f"{self.s.allowed_lateness_seconds} s ago")
+            start = max(ev.ts, cutoff)
+            if k:
+                self._spread(deltas, tl[k - 1][1], tl[k - 1][2], start, nxt, -1.0, now)
+            self._spread(deltas, ev.state, queues, start, nxt, 1.0, now)
+        elif k:
+            prev = tl[k - 1]
+            self._spread(deltas, prev[1], prev[2], prev[0], ev.ts, 1.0, now)
+        tl.insert(k, [ev.ts, ev.state, queues])
+        # Entries whose successor started before the cutoff can never be a "previous state" again.
+        while len(tl) >= 2 and tl[1][0] <= cutoff:
+            tl.pop(0)
+        self._write(view, p, o, deltas)
+        return None
+
+    def _spread(self, deltas: dict, state: str, queues: list[str], a: float, b: float, sign: float,
+                now: float) -> None:
+        """Add sign * the seconds of [a, b) in `state` to every window it overlaps, for each queue.
+
+        Windows already past their keep horizon are skipped (they are expired, nobody reads them), so
+        closing a state that lasted days touches a bounded number of keys."""
+        if state not in TIMED_STATES or b <= a:
+            return
+        for kind in KINDS:
+            oldest = window_start(kind, now - self.keep[kind], self.s.interval_seconds, self.tz)
+            for start, seconds in split_by_window(max(a, oldest), b, kind, self.s.interval_seconds, self.tz):
+                for q in queues or [NO_QUEUE]:
+                    per_state = deltas.setdefault((q, f"{kind}|{int(start)}"), {})
+                    per_state[state] = per_state.get(state, 0.0) + sign * seconds
+
+    @staticmethod
+    def _write(view: BatchView, p: int, o: int, deltas: dict) -> None:
+        for (queue, kind_start), per_state in deltas.items():
+            key = f"{p}|w|{kind_start}|{queue}"
+            w = view.get(key) or {"o": -1, "t": {}}
+            if o <= w["o"]:
+                continue  # this window already holds the change (written before a crash)
+            w["o"] = o
+            for state, seconds in per_state.items():
+                # milliseconds: event times are whole ms, and this keeps +x-x from leaving 1e-13 residues
+                w["t"][state] = round(w["t"].get(state, 0.0) + seconds, 3)
+            view.put(key, w)
+
+    # -- housekeeping (called from a timer) --------------------------------------------------------
+    def expire(self, partitions: set[int] | None, now: float | None = None) -> int:
+        """Drop windows nobody reads any more and agents with no event within max_event_age_seconds.
+
+        An agent record is kept that long (also when logged out) so that no accepted event can be older
+        than a forgotten agent's last change (that would bring back a stale state)."""
+        now = self.clock() if now is None else now
+        removed = 0
+        for key, value in list(self.table.items()):
+            if value is None:
+                continue
+            p_str, kind, *rest = key.split("|")
+            if partitions is not None and int(p_str) not in partitions:
+                continue
+            if kind == "w" and float(rest[1]) + self.keep[rest[0]] < now:
+                del self.table[key]
+                removed += 1
+            elif kind == "a" and value["tl"] and value["tl"][-1][0] + self.s.max_event_age_seconds < now:
+                del self.table[key]
+                removed += 1
+        return removed
+
+
+# -- per-agent handle time (contacts table) ---------------------------------------------------------------
+def new_agent_window() -> dict:
+    return {"o": -1, "hnd": 0, "hsum": 0.0, "holdsum": 0.0, "holds": 0, "xfer": 0, "acwsum": 0.0}
+
+
+def add_agent_handle(s: Settings, view: BatchView, p: int, o: int, rec: dict, *, handled: int = 1,
+                     handle: float = 0.0, hold_sum: float = 0.0, holds: int = 0, transfers: int = 0,
+                     acw: float = 0.0) -> None:
+    """Add a handled contact (or a later correction of its holds/transfers) to its agent's windows.
+
+    The agent is the one on `ended` (else the one who answered); the queue and the windows are those in
+    which streams/contacts.py counts the contact. The agent label is decided once per contact and kept
+    in rec["ha"], so a correction lands where the contact was counted. Agents past max_agents on this
+    partition are summed under "__overflow__"; each such contact is counted in the "{p}|ab" record."""
+    agent = rec.get("ha")
+    if agent is None:
+        agent = rec.get("agent") or NO_QUEUE  # cannot happen today: answered and ended require agent_id
+        bkey = f"{p}|ab"
+        budget = view.get(bkey) or {"o": -1, "agents": [], "ovf": 0}
+        if agent not in budget["agents"]:
+            if len(budget["agents"]) < s.max_agents:
+                budget["agents"].append(agent)  # idempotent: a replay finds it there
+                view.put(bkey, budget)
+            else:
+                agent = OVERFLOW
+                if o > budget["o"]:  # written before the contact record: a replay does not count it again
+                    budget["ovf"] += 1
+                    budget["o"] = o
+                    view.put(bkey, budget)
+        rec["ha"] = agent
+    tz = s.tz
+    end = rec["end"]
+    for kind in KINDS:
+        start = int(window_start(kind, end, s.interval_seconds, tz))
+        key = f"{p}|a|{kind}|{start}|{rec['q']}|{agent}"
+        w = view.get(key) or new_agent_window()
+        if o <= w["o"]:
+            continue  # this window already holds the effect (written before a crash)
+        w["o"] = o
+        w["hnd"] += handled
+        w["hsum"] += handle
+        w["holdsum"] += hold_sum
+        w["holds"] += holds
+        w["xfer"] += transfers
+        w["acwsum"] += acw
+        view.put(key, w)

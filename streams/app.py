@@ -1,0 +1,257 @@
+"""The Faust app: one agent + one changelog-backed table per pipeline, timers, and the web pages.
+
+Run it with `contactpulse worker` (see streams/cli.py). Settings come from CONTACTPULSE_* variables.
+To add an input stream, add a Pipeline to PIPELINES (see streams/pipeline.py).
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import logging
+import time
+from typing import Any
+
+import faust
+import orjson
+from faust.sensors import Monitor
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from metrics.agents import AgentCollector, AgentHandleCollector
+from metrics.exposition import ContactCollector
+from metrics.fcr import RepeatCollector, SurveyCollector
+from metrics.merge import MergedRegistry
+from metrics.tickets import TicketCollector
+from metrics.worker import WorkerCollector
+from streams.agents import AgentProcessor
+from streams.config import load_settings
+from streams.contacts import ContactProcessor
+from streams.pipeline import Message, Pipeline
+from streams.repeats import RepeatProcessor
+from streams.ordering import InOrder
+from streams.state import PartitionedTable, acknowledged, track
+from streams.surveys import SurveyProcessor
+from streams.tickets import TicketProcessor
+from streams import web_security
+from streams.topics import AGENT_EVENTS, CONTACT_EVENTS, CUSTOMER_CONTACTS, DEAD_LETTERS, SURVEY_EVENTS, TICKET_EVENTS
+
+log = logging.getLogger("contactpulse")
+# aiokafka formats a debug line for every message it sends unless its own logger says otherwise: that
+# cost 7% of the worker's CPU (py-spy) although nothing was printed.
+logging.getLogger("aiokafka").setLevel(logging.WARNING)
+
+settings = load_settings()
+
+
+def survey_processor(s, table):
+    """Surveys join the rated contact's record in the contacts table (co-partitioned with survey-events)."""
+    return SurveyProcessor(s, table, contacts=app.tables["contacts"])
+
+
+PIPELINES: list[Pipeline] = [
+    Pipeline("contacts", CONTACT_EVENTS, ContactProcessor, ContactCollector,
+             help="Contact records and per-window counts (streams/contacts.py)"),
+    Pipeline("repeats", CUSTOMER_CONTACTS, RepeatProcessor, RepeatCollector,
+             help="Customers' recent contacts, repeat contacts and FCR counts (streams/repeats.py)"),
+    Pipeline("surveys", SURVEY_EVENTS, survey_processor, SurveyCollector,
+             help="Survey answers joined to the rated contact: CSAT, resolved (streams/surveys.py)"),
+    Pipeline("tickets", TICKET_EVENTS, TicketProcessor, TicketCollector,
+             help="Ticket records, first response / resolution windows (streams/tickets.py)"),
+    Pipeline("agents", AGENT_EVENTS, AgentProcessor, AgentCollector,
+             help="Agent state timelines and seconds per state per queue and window (streams/agents.py)"),
+]
+
+class LeanMonitor(Monitor):
+    """Faust's per-message statistics (only its own web stats pages read them) cost ~10% of a message's
+    path through Faust; the monitor's other duties (commits, sends, rebalances) are kept."""
+
+    def on_message_in(self, tp: Any, offset: int, message: Any) -> None:
+        pass
+
+    def on_stream_event_in(self, tp: Any, offset: int, stream: Any, event: Any) -> None:
+        return None
+
+    def on_stream_event_out(self, tp: Any, offset: int, stream: Any, event: Any, state: Any = None) -> None:
+        pass
+
+    def on_message_out(self, tp: Any, offset: int, message: Any) -> None:
+        pass
+
+
+app = faust.App(
+    settings.app_id,
+    Monitor=LeanMonitor,
+    broker=settings.broker,
+    store=settings.store,
+    datadir=settings.data_dir,
+    topic_partitions=settings.partitions,
+    topic_replication_factor=settings.replication,  # changelogs; the other topics: streams/topics.ensure_topics
+    table_standby_replicas=settings.standby_replicas,
+    web_host=settings.web_host,
+    web_bind=settings.web_host,  # Faust listens on 0.0.0.0 unless told; serve only where configured
+    web_port=settings.web_port,
+    producer_acks=-1,
+    consumer_auto_offset_reset="earliest",
+    # Windows are computed by our own code in event time; Faust's wall-clock cleanup is not used.
+    table_cleanup_interval=3600.0,
+    broker_commit_every=10_000,
+    broker_commit_interval=1.0,
+    # Room for two batches between the consumer and the agent, so take_events() fills whole batches.
+    stream_buffer_maxsize=2 * settings.batch_size,
+    web_ssl_context=web_security.ssl_context(settings),  # HTTPS when web_tls_cert/web_tls_key are set
+)
+web_security.protect(app, settings)  # basic auth on every page when web_basic_auth is set
+
+registry = CollectorRegistry(auto_describe=False)
+
+DEAD_LETTER_MAX_VALUE_BYTES = 512 * 1024
+
+
+async def send(name: str, key: bytes | None, value: bytes | None) -> "asyncio.Future":
+    """Produce to a topic (logical name, prefix added) straight through aiokafka; returns the tracked ack."""
+    return track(await app.producer._ensure_producer().send(settings.topic_prefix + name, value, key=key))
+
+
+def dead_letter(msg: Message, reason: str, detail: str) -> bytes:
+    """Dead-letter record: why, where from, and the original bytes (base64) for replay after a fix.
+
+    (topic, partition, offset) identifies the rejected message: after a crash a dead letter may be sent
+    twice (never lost), so a consumer dedupes on it. See docs/reliability.md for the format."""
+    value = msg.value
+    record = {
+        "reason": reason, "detail": detail, "topic": msg.topic, "partition": msg.partition,
+        "offset": msg.offset, "rejected_at": time.time(),
+        "key": base64.b64encode(msg.key).decode() if msg.key is not None else None,
+    }
+    if value is not None and len(value) > DEAD_LETTER_MAX_VALUE_BYTES:
+        # base64 of a near-1 MB message would not fit in a Kafka message: keep its head and a digest.
+        record.update(value_bytes=len(value), value_sha256=hashlib.sha256(value).hexdigest(), value_truncated=True)
+        value = value[:DEAD_LETTER_MAX_VALUE_BYTES]
+    record["value"] = base64.b64encode(value).decode() if value is not None else None
+    return orjson.dumps(record)
+
+
+def owned_by_topic(topic: str):
+    def owned_partitions() -> set[int]:
+        """Partitions of this input topic the worker owns now; other workers export the rest.
+
+        Empty while the tables are being rebuilt from the changelog: a half-recovered table would export
+        numbers that drop and come back (false alerts), so the data series are absent until it is done."""
+        try:
+            if app.in_recovery or not app.tables.recovery.completed.is_set():
+                return set()
+            return {tp.partition for tp in app.consumer.assignment() if tp.topic == topic}
+        except Exception:  # consumer not started yet
+            return set()
+    return owned_partitions
+
+
+# One writer at a time: a timer or another agent must never write between a batch's apply() and its commit,
+# or bookkeeping saying "done" could reach the changelog before the work it vouches for.
+writing = asyncio.Lock()
+
+
+async def send_all_pending() -> None:
+    for table in app.tables.values():
+        if isinstance(table, PartitionedTable):
+            await table.send_pending()
+
+
+ordered: dict[str, InOrder] = {}  # per pipeline: fills the holes Faust leaves in a partition's offsets
+
+
+def install(p: Pipeline):
+    topic_name = settings.topic_prefix + p.topic
+    topic = app.topic(topic_name, key_type=bytes, value_type=bytes, key_serializer="raw",
+                      value_serializer="raw", partitions=settings.partitions)
+    table = app.tables.add(PartitionedTable(
+        app, name=p.name, default=None, beacon=app.tables.beacon, partitions=settings.partitions,
+        key_type=str, value_type=None, help=p.help,  # keys and values are JSON (orjson) in the changelog
+    ))
+    processor = p.make_processor(settings, table)
+    owned = owned_by_topic(topic_name)
+    if p.make_collector is not None:
+        registry.register(p.make_collector(settings, table, owned))
+
+    in_order = InOrder(settings.bootstrap_servers, table)
+    ordered[p.name] = in_order
+
+    async def process(stream):
+        async for events in stream.take_events(settings.batch_size, within=settings.batch_seconds):
+            messages = [Message(e.message.topic, e.message.partition, e.message.offset, e.message.key,
+                                e.message.value) for e in events]
+            await handle(await in_order.fill(messages))  # holes Faust left are read back first
+
+    async def catch_up():
+        """Idle for a while yet behind the end of a partition: Faust skipped messages it will not resend."""
+        if time.time() - applied_at[0] < 10 or app.in_recovery or app.rebalancing \
+                or not app.flow_control.is_active():  # partitions may be moving: leave them to Faust
+            return
+        try:
+            missing = await in_order.behind(topic_name, owned(), limit=settings.batch_size)
+        except Exception as exc:  # e.g. the broker is down: the next round tries again
+            log.info("%s: could not check for skipped messages: %s", p.name, exc)
+            return
+        if missing:
+            log.warning("%s: %d messages after the last applied offset were never delivered; applying them",
+                        p.name, len(missing))
+            await handle(missing)
+
+    applied_at = [time.time()]  # when this pipeline last applied a batch (or started)
+
+    async def handle(messages):
+        if not messages:
+            return
+        async with writing:
+            view, result = processor.apply(messages)
+            sends = [await send(DEAD_LETTERS, rejection.reason.encode(), dead_letter(msg, *rejection))
+                     for msg, rejection in result.dead_letters]
+            sends += [await send(name, key, value) for name, key, value in result.outputs]
+            await acknowledged(sends)  # dead letters and re-keyed events are durable before "done" is written
+            processor.commit(view)
+            await send_all_pending()  # all tables: a processor may write another's (surveys)
+        await acknowledged()  # the changelog holds this batch before its offsets may be committed
+        applied_at[0] = time.time()
+        worker_collector.batches += 1
+        worker_collector.last_batch = time.time()
+        worker_collector.read_back = sum(o.filled for o in ordered.values())
+
+    async def expire():
+        async with writing:
+            removed = processor.expire(owned())
+            await send_all_pending()
+        if removed:
+            log.info("%s: expired %d finished records and old windows", p.name, removed)
+
+    app.agent(topic, name=f"contactpulse.process_{p.name}")(process)
+    app.timer(interval=5.0, name=f"contactpulse.catch_up_{p.name}")(catch_up)
+    app.timer(interval=30.0, name=f"contactpulse.expire_{p.name}")(expire)
+    return processor, table, topic_name
+
+
+installed = {p.name: install(p) for p in PIPELINES}
+contacts, contacts_table, CONTACT_TOPIC = installed["contacts"]
+# Handle time per agent lives in the contacts table (streams/agents.add_agent_handle).
+registry.register(AgentHandleCollector(settings, contacts_table, owned_by_topic(CONTACT_TOPIC)))
+worker_collector = WorkerCollector(app, [topic for _, _, topic in installed.values()])
+registry.register(worker_collector)
+
+
+@app.page("/metrics")
+async def metrics_page(web, request):
+    # aiohttp refuses a charset inside content_type; the exposition format is UTF-8 by definition
+    # MergedRegistry: several pipelines export the same families (events_accepted_total{topic}, ...)
+    return web.bytes(generate_latest(MergedRegistry(registry)), content_type=CONTENT_TYPE_LATEST.replace("; charset=utf-8", ""))
+
+
+@app.page("/healthz")
+async def health_page(web, request):
+    owned = owned_by_topic(CONTACT_TOPIC)()
+    return web.json({"status": "ok", "partitions": sorted(owned)})
+
+
+# The TV wallboard at /wallboard (streams/wallboard.py): reads the same samples as /metrics.
+from streams import wallboard  # noqa: E402
+
+wallboard_board = wallboard.register(app, registry, settings, owned_by_topic(CONTACT_TOPIC))
