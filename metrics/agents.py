@@ -6,33 +6,23 @@ live counts and the current interval's occupancy move with the clock between eve
 """
 from __future__ import annotations
 
-import time
-from typing import Any, Callable, Iterable, MutableMapping
+from typing import Iterable
 
 from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.registry import Collector
 
 from metrics.kpi import CurrentWindows, merge_counts, ratio
-from metrics.pipeline_stats import event_families, label_overflow, sum_stats, watermark_family
+from metrics.pipeline_stats import TableCollector, event_families, label_overflow, sum_stats, watermark_family
 from streams.agents import BUSY_STATES, NO_QUEUE, TIMED_STATES
-from streams.config import Settings
 from streams.events import AGENT_STATES
 from streams.state import iter_kind
 
 WINDOWS = ("interval", "trailing", "today")
 
 
-class AgentCollector(Collector):
+class AgentCollector(TableCollector):
     """contactpulse_agents{queue,state} now, and seconds per state / occupancy per queue and window."""
 
-    def __init__(self, settings: Settings, table: MutableMapping[str, Any],
-                 owned_partitions: Callable[[], set[int] | None], clock: Callable[[], float] = time.time,
-                 topic: str = "agent-events"):
-        self.s = settings
-        self.table = table
-        self.owned = owned_partitions
-        self.clock = clock
-        self.topic = topic
+    topic_default = "agent-events"
 
     def snapshot(self, partitions: set[int] | None, now: float
                  ) -> tuple[dict[tuple[str, str], dict[str, float]], dict[tuple[str, str], int]]:
@@ -101,17 +91,10 @@ class AgentCollector(Collector):
         yield watermark_family(self.topic, t)
 
 
-class AgentHandleCollector(Collector):
+class AgentHandleCollector(TableCollector):
     """Handle time, hold and transfers per queue and agent (written by streams/agents.add_agent_handle)."""
 
-    def __init__(self, settings: Settings, table: MutableMapping[str, Any],
-                 owned_partitions: Callable[[], set[int] | None], clock: Callable[[], float] = time.time,
-                 topic: str = "contact-events"):
-        self.s = settings
-        self.table = table
-        self.owned = owned_partitions
-        self.clock = clock
-        self.topic = topic
+    topic_default = "contact-events"
 
     def current(self, partitions: set[int] | None) -> dict[tuple[str, str, str], dict]:
         """(queue, agent, window) -> counts in the windows that contain now."""

@@ -10,10 +10,9 @@ import time
 from typing import Any, Callable, Iterable, MutableMapping
 
 from prometheus_client.core import GaugeHistogramMetricFamily, GaugeMetricFamily
-from prometheus_client.registry import Collector
 
 from metrics.kpi import CurrentWindows, merge_counts, ratio, sl_counts, wait_bucket_bounds
-from metrics.pipeline_stats import event_families, label_overflow, sum_stats, topic_counter, watermark_family
+from metrics.pipeline_stats import TableCollector, event_families, label_overflow, sum_stats, topic_counter, watermark_family
 from streams.config import Settings
 from streams.state import iter_kind
 
@@ -23,16 +22,13 @@ def _fmt(bound: float) -> str:
     return str(int(bound)) if float(bound).is_integer() else str(bound)
 
 
-class ContactCollector(Collector):
+class ContactCollector(TableCollector):
+    topic_default = "contact-events"
+
     def __init__(self, settings: Settings, table: MutableMapping[str, Any],
                  owned_partitions: Callable[[], set[int] | None], clock: Callable[[], float] = time.time,
-                 topic: str = "contact-events"):
-        # `topic` is the logical name used as a label, without settings.topic_prefix
-        self.s = settings
-        self.table = table
-        self.owned = owned_partitions
-        self.clock = clock
-        self.topic = topic
+                 topic: str | None = None):
+        super().__init__(settings, table, owned_partitions, clock, topic)
         self.bounds = wait_bucket_bounds(settings.all_thresholds)
 
     def current_windows(self, partitions: set[int] | None) -> dict[tuple[str, str, str], dict]:

@@ -12,15 +12,12 @@ per day, so an agent's day turns final only when its last hour has.
 """
 from __future__ import annotations
 
-import time
-from typing import Any, Callable, Iterable, MutableMapping
+from typing import Iterable
 
 from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.registry import Collector
 
 from metrics.kpi import day_start
-from metrics.pipeline_stats import event_families, label_overflow, sum_stats
-from streams.config import Settings
+from metrics.pipeline_stats import TableCollector, event_families, label_overflow, sum_stats
 from streams.state import iter_kind
 
 FCR_WINDOWS = ("today", "yesterday", "last_7_days")
@@ -52,17 +49,10 @@ def _add(into: dict, counts: dict) -> None:
             into[k] = into.get(k, 0) + v
 
 
-class RepeatCollector(Collector):
+class RepeatCollector(TableCollector):
     """Repeat-based and agent-marked FCR, repeat contacts by channel pair, per queue/channel and per agent."""
 
-    def __init__(self, settings: Settings, table: MutableMapping[str, Any],
-                 owned_partitions: Callable[[], set[int] | None], clock: Callable[[], float] = time.time,
-                 topic: str = "contactpulse-customer-contacts"):
-        self.s = settings
-        self.table = table
-        self.owned = owned_partitions
-        self.clock = clock
-        self.topic = topic
+    topic_default = "contactpulse-customer-contacts"
 
     def _closed_after(self) -> float:
         return self.s.repeat_window_seconds + self.s.allowed_lateness_seconds
@@ -132,17 +122,10 @@ class RepeatCollector(Collector):
                                   accepted_help="Records of the internal customer-contacts topic applied, by type (start, handled).")
 
 
-class SurveyCollector(Collector):
+class SurveyCollector(TableCollector):
     """CSAT and survey-confirmed resolution per queue/channel and per agent, by local day answered."""
 
-    def __init__(self, settings: Settings, table: MutableMapping[str, Any],
-                 owned_partitions: Callable[[], set[int] | None], clock: Callable[[], float] = time.time,
-                 topic: str = "survey-events"):
-        self.s = settings
-        self.table = table
-        self.owned = owned_partitions
-        self.clock = clock
-        self.topic = topic
+    topic_default = "survey-events"
 
     def summarise(self, partitions: set[int] | None, now: float | None = None
                   ) -> tuple[dict[tuple, dict], dict[tuple, dict]]:

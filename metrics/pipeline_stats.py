@@ -7,15 +7,34 @@ label under the same family names; metrics/merge.py turns same-named families in
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
-from typing import Any, MutableMapping
+from typing import Any, Callable, MutableMapping
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from streams.state import iter_kind
 
 REKEYED_HELP = "Events that arrived with the wrong key and were produced again with the right one."
 OVERFLOW_HELP = "Events or contacts whose label value was past its cardinality budget (summed under __overflow__)."
+
+
+class TableCollector(Collector):
+    """A pipeline's collector: reads its table at scrape time, only for the partitions this worker owns.
+
+    `topic` is the logical input topic (without settings.topic_prefix), used as a label."""
+
+    topic_default = ""
+
+    def __init__(self, settings: Any, table: MutableMapping[str, Any],
+                 owned_partitions: Callable[[], set[int] | None], clock: Callable[[], float] = time.time,
+                 topic: str | None = None):
+        self.s = settings
+        self.table = table
+        self.owned = owned_partitions
+        self.clock = clock
+        self.topic = topic or self.topic_default
 
 
 @dataclass

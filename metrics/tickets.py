@@ -10,11 +10,10 @@ import time
 from typing import Any, Callable, Iterable, MutableMapping
 
 from prometheus_client.core import GaugeHistogramMetricFamily, GaugeMetricFamily
-from prometheus_client.registry import Collector
 
 from metrics.distribution import cumulative_buckets, merge_dists, quantile
 from metrics.kpi import CurrentWindows, ratio
-from metrics.pipeline_stats import event_families, sum_stats, topic_counter, watermark_family
+from metrics.pipeline_stats import TableCollector, event_families, sum_stats, topic_counter, watermark_family
 from streams.config import Settings
 from streams.state import iter_kind
 from streams.tickets import (FRT_BUCKETS, RESOLUTION_BUCKETS, SOLVED_BY, STATUSES, awaiting_first_response,
@@ -59,15 +58,13 @@ class Summary:
         return self.hist, self.mean, self.median, self.p90
 
 
-class TicketCollector(Collector):
+class TicketCollector(TableCollector):
+    topic_default = TICKET_EVENTS
+
     def __init__(self, settings: Settings, table: MutableMapping[str, Any],
                  owned_partitions: Callable[[], set[int] | None], clock: Callable[[], float] = time.time,
-                 topic: str = TICKET_EVENTS):
-        self.s = settings
-        self.table = table
-        self.owned = owned_partitions
-        self.clock = clock
-        self.topic = topic  # logical name used as a label, without settings.topic_prefix
+                 topic: str | None = None):
+        super().__init__(settings, table, owned_partitions, clock, topic)
         self.cap = settings.ticket_exact_values
         self.accuracy = settings.ticket_sketch_accuracy
 

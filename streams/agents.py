@@ -26,7 +26,7 @@ from metrics.kpi import interval_start, split_by_window, window_start
 from streams.config import Settings
 from streams.events import AgentEvent, Rejection, parse_agent_event
 from streams.pipeline import BatchProcessor, BatchResult, Bookkeeping, Message
-from streams.state import BatchView
+from streams.state import BatchView, owned_entries
 
 TOPIC = "agent-events"
 # Write order inside a batch: windows before agent records before bookkeeping (see BatchView).
@@ -194,12 +194,7 @@ class AgentProcessor(BatchProcessor):
         than a forgotten agent's last change (that would bring back a stale state)."""
         now = self.clock() if now is None else now
         removed = 0
-        for key, value in list(self.table.items()):
-            if value is None:
-                continue
-            p_str, kind, *rest = key.split("|")
-            if partitions is not None and int(p_str) not in partitions:
-                continue
+        for key, _p, kind, rest, value in owned_entries(self.table, ("w", "a"), partitions):
             if kind == "w" and float(rest[1]) + self.keep[rest[0]] < now:
                 del self.table[key]
                 removed += 1

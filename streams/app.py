@@ -10,6 +10,7 @@ import base64
 import hashlib
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -26,6 +27,7 @@ from metrics.tickets import TicketCollector
 from metrics.worker import WorkerCollector
 from streams.agents import AgentProcessor
 from streams.config import load_settings
+from streams.consumer import BatchTransport, batch_handlers
 from streams.contacts import ContactProcessor
 from streams.pipeline import Message, Pipeline
 from streams.repeats import RepeatProcessor
@@ -79,7 +81,16 @@ class LeanMonitor(Monitor):
         pass
 
 
-app = faust.App(
+# Faust creates only the last level of its data directory; a clean checkout has none of it.
+Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
+
+class App(faust.App):
+    def _new_transport(self):
+        # Input topics reach the pipelines one whole fetch at a time (streams/consumer.py).
+        return BatchTransport(self.conf.broker_consumer, self)
+
+
+app = App(
     settings.app_id,
     Monitor=LeanMonitor,
     broker=settings.broker,
@@ -97,8 +108,8 @@ app = faust.App(
     table_cleanup_interval=3600.0,
     broker_commit_every=10_000,
     broker_commit_interval=1.0,
-    # Room for two batches between the consumer and the agent, so take_events() fills whole batches.
-    stream_buffer_maxsize=2 * settings.batch_size,
+    # One fetch is one batch for the pipelines (streams/consumer.py).
+    broker_max_poll_records=settings.batch_size,
     web_ssl_context=web_security.ssl_context(settings),  # HTTPS when web_tls_cert/web_tls_key are set
 )
 web_security.protect(app, settings)  # basic auth on every page when web_basic_auth is set
@@ -177,11 +188,10 @@ def install(p: Pipeline):
     in_order = InOrder(settings.bootstrap_servers, table)
     ordered[p.name] = in_order
 
-    async def process(stream):
-        async for events in stream.take_events(settings.batch_size, within=settings.batch_seconds):
-            messages = [Message(e.message.topic, e.message.partition, e.message.offset, e.message.key,
-                                e.message.value) for e in events]
-            await handle(await in_order.fill(messages))  # holes Faust left are read back first
+    async def process(batch):
+        """One fetch of this topic's messages (streams/consumer.py); acked, so committable, on return."""
+        messages = [Message(m.topic, m.partition, m.offset, m.key, m.value) for m in batch]
+        await handle(await in_order.fill(messages))  # holes Faust left are read back first
 
     async def catch_up():
         """Idle for a while yet behind the end of a partition: Faust skipped messages it will not resend."""
@@ -210,11 +220,11 @@ def install(p: Pipeline):
             sends += [await send(name, key, value) for name, key, value in result.outputs]
             await acknowledged(sends)  # dead letters and re-keyed events are durable before "done" is written
             processor.commit(view)
+            worker_collector.batches += 1
+            worker_collector.last_batch = time.time()  # what /metrics shows changed now
             await send_all_pending()  # all tables: a processor may write another's (surveys)
         await acknowledged()  # the changelog holds this batch before its offsets may be committed
         applied_at[0] = time.time()
-        worker_collector.batches += 1
-        worker_collector.last_batch = time.time()
         worker_collector.read_back = sum(o.filled for o in ordered.values())
 
     async def expire():
@@ -224,7 +234,8 @@ def install(p: Pipeline):
         if removed:
             log.info("%s: expired %d finished records and old windows", p.name, removed)
 
-    app.agent(topic, name=f"contactpulse.process_{p.name}")(process)
+    app.topics.add(topic)  # subscribed by Faust's consumer group, delivered by streams/consumer.py
+    batch_handlers[topic_name] = process
     app.timer(interval=5.0, name=f"contactpulse.catch_up_{p.name}")(catch_up)
     app.timer(interval=30.0, name=f"contactpulse.expire_{p.name}")(expire)
     return processor, table, topic_name

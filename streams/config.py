@@ -60,9 +60,9 @@ class Settings:
     # Label cardinality budgets: values past the budget are counted, not exported.
     max_queues: int = 200
     max_agents: int = 5000
-    # Throughput: events are handled in batches and each table key is written once per batch.
+    # Throughput: events are handled in batches (one Kafka fetch each, at most this many messages) and
+    # each table key is written once per batch.
     batch_size: int = 2000
-    batch_seconds: float = 0.05
     # Repeat contacts / FCR.
     repeat_window_seconds: int = 72 * 3600
     identity_secret: str = "change-me"

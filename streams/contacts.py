@@ -19,7 +19,7 @@ from streams.events import ContactEvent, Rejection, parse_contact
 from streams.identity import customer_key
 from streams.pipeline import BatchProcessor, BatchResult, Bookkeeping, Message
 from streams.repeats import customer_contact_records
-from streams.state import BatchView
+from streams.state import BatchView, add_expired, owned_entries
 
 TOPIC = "contact-events"
 # Write order inside a batch: windows before records before bookkeeping (see BatchView).
@@ -238,13 +238,7 @@ class ContactProcessor(BatchProcessor):
         horizon_closed = s.interval_seconds + s.allowed_lateness_seconds
         removed = 0
         expired_by_partition: dict[int, int] = {}
-        for key, value in list(self.table.items()):
-            if value is None:
-                continue
-            p_str, kind, *rest = key.split("|")
-            p = int(p_str)
-            if partitions is not None and p not in partitions:
-                continue
+        for key, p, kind, rest, value in owned_entries(self.table, ("w", "a", "c"), partitions):
             if kind in ("w", "a"):  # "a": per-agent windows, same layout after the kind
                 if float(rest[1]) + keep_windows[rest[0]] < now:
                     del self.table[key]
@@ -259,10 +253,7 @@ class ContactProcessor(BatchProcessor):
                     del self.table[key]
                     removed += 1
                     expired_by_partition[p] = expired_by_partition.get(p, 0) + 1
-        for p, n in expired_by_partition.items():
-            stats = self.table.get(f"{p}|s") or new_stats()
-            stats["expired"] += n
-            self.table[f"{p}|s"] = stats
+        add_expired(self.table, expired_by_partition, new_stats)
         return removed
 
 

@@ -33,7 +33,7 @@ from metrics.kpi import day_start, interval_start
 from streams.config import Settings
 from streams.events import CHANNELS, Rejection, decode_object
 from streams.pipeline import BatchProcessor, BatchResult, Bookkeeping, Message
-from streams.state import BatchView
+from streams.state import BatchView, owned_entries
 from streams.topics import CUSTOMER_CONTACTS
 
 TOPIC = CUSTOMER_CONTACTS
@@ -264,12 +264,7 @@ class RepeatProcessor(BatchProcessor):
         horizon = now - self.window - self.s.allowed_lateness_seconds
         keep_buckets = now - 8 * 86400
         removed = 0
-        for key, value in list(self.table.items()):
-            if value is None:
-                continue
-            p_str, kind, *rest = key.split("|", 2)
-            if partitions is not None and int(p_str) not in partitions:
-                continue
+        for key, _p, kind, rest, value in owned_entries(self.table, ("u", "n", "f", "g"), partitions):
             if kind == "u":
                 kept = [e for e in value["h"] if e["t"] >= horizon]
                 if not kept:
@@ -283,7 +278,7 @@ class RepeatProcessor(BatchProcessor):
                     del self.table[key]
                     removed += 1
             elif kind in ("f", "g"):
-                start = int(rest[0].split("|", 1)[0])
+                start = int(rest[0])
                 if start + (HOUR if kind == "f" else 86400) < keep_buckets:
                     del self.table[key]
                     removed += 1

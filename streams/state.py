@@ -217,29 +217,41 @@ class BatchView:
         return written
 
 
-def iter_kind(table: MutableMapping[str, Any], kind: str, partitions: set[int] | None
-              ) -> Iterator[tuple[int, list[str], Any]]:
-    """(partition, key fields after the kind, value) for keys of one kind in the given partitions.
-
-    Uses the PartitionedTable's index; a plain dict (unit tests) is scanned.
-    """
+def _kind_pairs(table: MutableMapping[str, Any], kinds: tuple[str, ...]) -> Iterator[tuple[str, Any]]:
+    """(key, value) of the given kinds: from the PartitionedTable's index, or by a scan of a plain dict
+    (unit tests). The keys are listed first, so callers may write or delete while they iterate."""
     index = getattr(table, "keys_by_kind", None)
     if index is not None:
         store = table.data
-        keys = list(index.get(kind, ()))
-        pairs = ((key, store.get(key)) for key in keys)
-    else:
-        pairs = ((key, value) for key, value in list(table.items()) if kind_of(key) == kind)
-    for key, value in pairs:
+        keys = [key for kind in kinds for key in index.get(kind, ())]
+        return ((key, store.get(key)) for key in keys)
+    return ((key, value) for key, value in list(table.items()) if kind_of(key) in kinds)
+
+
+def owned_entries(table: MutableMapping[str, Any], kinds: tuple[str, ...], partitions: set[int] | None
+                  ) -> Iterator[tuple[str, int, str, list[str], Any]]:
+    """(key, partition, kind, key fields after the kind, value) for keys of the given kinds in the given
+    partitions (None = all); tombstones are skipped. What the expire() timers walk."""
+    for key, value in _kind_pairs(table, kinds):
         if value is None:
             continue
-        fields = key.split("|")
-        p = int(fields[0])
+        p_str, kind, *fields = key.split("|")
+        p = int(p_str)
         if partitions is not None and p not in partitions:
             continue
-        yield p, fields[2:], value
+        yield key, p, kind, fields, value
 
 
-def iter_owned(table: MutableMapping[str, Any], kind: str, partitions: set[int] | None
-               ) -> Iterator[tuple[int, list[str], Any]]:
-    return iter_kind(table, kind, partitions)
+def iter_kind(table: MutableMapping[str, Any], kind: str, partitions: set[int] | None
+              ) -> Iterator[tuple[int, list[str], Any]]:
+    """(partition, key fields after the kind, value) for keys of one kind in the given partitions."""
+    for _key, p, _kind, fields, value in owned_entries(table, (kind,), partitions):
+        yield p, fields, value
+
+
+def add_expired(table: MutableMapping[str, Any], expired_by_partition: dict[int, int], new_stats) -> None:
+    """Count records given up on (still open past their limit) in each partition's bookkeeping."""
+    for p, n in expired_by_partition.items():
+        stats = table.get(f"{p}|s") or new_stats()
+        stats["expired"] += n
+        table[f"{p}|s"] = stats

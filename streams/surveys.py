@@ -20,7 +20,7 @@ from metrics.kpi import day_start
 from streams.config import Settings
 from streams.events import Rejection, parse_survey
 from streams.pipeline import BatchProcessor, BatchResult, Bookkeeping, Message
-from streams.state import BatchView
+from streams.state import BatchView, owned_entries
 
 TOPIC = "survey-events"
 FLUSH_ORDER = ("d", "g", "r", "s")
@@ -110,16 +110,11 @@ class SurveyProcessor(BatchProcessor):
         """Drop survey records and day counts older than the longest window (7 days) plus a day."""
         now = self.clock() if now is None else now
         removed = 0
-        for key, value in list(self.table.items()):
-            if value is None:
-                continue
-            p_str, kind, *rest = key.split("|", 2)
-            if partitions is not None and int(p_str) not in partitions:
-                continue
+        for key, _p, kind, rest, value in owned_entries(self.table, ("r", "d", "g"), partitions):
             if kind == "r" and value["t"] + KEEP_SECONDS < now:
                 del self.table[key]
                 removed += 1
-            elif kind in ("d", "g") and int(rest[0].split("|", 1)[0]) + 86400 + KEEP_SECONDS < now:
+            elif kind in ("d", "g") and int(rest[0]) + 86400 + KEEP_SECONDS < now:
                 del self.table[key]
                 removed += 1
         return removed

@@ -24,7 +24,7 @@ from metrics.kpi import day_start, interval_start, minute_start
 from streams.config import Settings
 from streams.events import Rejection, TicketEvent, parse_ticket
 from streams.pipeline import BatchProcessor, BatchResult, Bookkeeping, Message
-from streams.state import BatchView
+from streams.state import BatchView, add_expired, owned_entries
 from streams.topics import TICKET_EVENTS
 
 TOPIC = TICKET_EVENTS
@@ -288,13 +288,7 @@ class TicketProcessor(BatchProcessor):
         }
         removed = 0
         expired_by_partition: dict[int, int] = {}
-        for key, value in list(self.table.items()):
-            if value is None:
-                continue
-            p_str, kind, *rest = key.split("|")
-            p = int(p_str)
-            if partitions is not None and p not in partitions:
-                continue
+        for key, p, kind, rest, value in owned_entries(self.table, ("w", "t"), partitions):
             if kind == "w":
                 if float(rest[1]) + keep_windows[rest[0]] < now:
                     del self.table[key]
@@ -308,8 +302,5 @@ class TicketProcessor(BatchProcessor):
                     removed += 1
                     if status in ("new", "open", "pending"):
                         expired_by_partition[p] = expired_by_partition.get(p, 0) + 1
-        for p, n in expired_by_partition.items():
-            stats = self.table.get(f"{p}|s") or new_stats()
-            stats["expired"] += n
-            self.table[f"{p}|s"] = stats
+        add_expired(self.table, expired_by_partition, new_stats)
         return removed

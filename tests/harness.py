@@ -29,6 +29,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def own_broker_env(state_dir: Path) -> tuple[int, dict[str, str]]:
+    """Port and environment for a second, private broker.sh broker (its own ports and state)."""
+    port, controller = free_port(), free_port()
+    while controller == port:
+        controller = free_port()
+    return port, {**os.environ, "KAFKA_PORT": str(port), "KAFKA_CONTROLLER_PORT": str(controller),
+                  "KAFKA_STATE_DIR": str(state_dir)}
+
+
 def broker(action: str) -> None:
     subprocess.run([str(BROKER), action], check=True, env={**os.environ, "KAFKA_PORT": str(KAFKA_PORT)},
                    stdout=subprocess.DEVNULL)

@@ -10,7 +10,8 @@ KAFKA_VERSION="$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$HER
 CACHE="${CONTACTPULSE_CACHE:-$HOME/.cache/contactpulse}"
 LIBS="$CACHE/kafka-$KAFKA_VERSION/libs"
 PORT="${KAFKA_PORT:-9092}"
-CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-$((PORT + 1))}"
+# Not PORT+1: 9093 is Alertmanager's default port, and a stranger on the controller port stalls KRaft.
+CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-$((PORT + 10000))}"
 STATE="${KAFKA_STATE_DIR:-$CACHE/broker-$PORT}"
 PIDFILE="$STATE/broker.pid"
 LOG="$STATE/broker.log"
@@ -26,7 +27,7 @@ fetch_jars() {
 
 running() { [[ -f "$PIDFILE" ]] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; }
 
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; }
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/${1:-$PORT}") 2>/dev/null; }
 
 java_run() { java -Xms256m -Xmx1g -cp "$LIBS/*" -Dlog4j.configuration="file:$STATE/log4j.properties" \
   -Dkafka.logs.dir="$STATE/logs" "$@"; }
@@ -65,6 +66,9 @@ PROPS
 start() {
   if running; then echo "kafka already running on 127.0.0.1:$PORT (pid $(cat "$PIDFILE"))"; return; fi
   command -v java >/dev/null || { echo "java (17+) is required" >&2; exit 1; }
+  for p in "$PORT" "$CONTROLLER_PORT"; do
+    if port_open "$p"; then echo "127.0.0.1:$p is already taken by another process; set KAFKA_PORT/KAFKA_CONTROLLER_PORT" >&2; exit 1; fi
+  done
   fetch_jars
   write_config
   if [[ ! -f "$STATE/data/meta.properties" ]]; then
@@ -74,12 +78,15 @@ start() {
   nohup java -Xms256m -Xmx1g -cp "$LIBS/*" -Dlog4j.configuration="file:$STATE/log4j.properties" \
     -Dkafka.logs.dir="$STATE/logs" kafka.Kafka "$STATE/server.properties" >"$LOG" 2>&1 &
   echo $! > "$PIDFILE"
-  for _ in $(seq 1 120); do
+  for _ in $(seq 1 360); do
     if port_open; then echo "kafka $KAFKA_VERSION running on 127.0.0.1:$PORT (pid $(cat "$PIDFILE"), state $STATE)"; return; fi
     running || { echo "kafka failed to start; see $LOG and $STATE/logs/server.log" >&2; tail -20 "$LOG" >&2; exit 1; }
     sleep 0.5
   done
-  echo "kafka did not open 127.0.0.1:$PORT within 60 s" >&2; exit 1
+  echo "kafka did not open 127.0.0.1:$PORT within 180 s; its logs and threads follow" >&2
+  tail -40 "$LOG" "$STATE/logs/server.log" >&2 || true
+  command -v jcmd >/dev/null && jcmd "$(cat "$PIDFILE")" Thread.print 2>&1 | grep -A12 '"main"\|kafka-' | head -120 >&2
+  exit 1
 }
 
 stop() {

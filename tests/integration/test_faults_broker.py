@@ -5,9 +5,7 @@ The outage needs a broker of its own (the shared one on 9092 must stay up for ev
 a free port with its own state directory and is wiped at the end. The uninterrupted reference worker reads
 the same workload from the shared broker.
 """
-import os
 import shutil
-import socket
 import subprocess
 import time
 
@@ -15,33 +13,17 @@ import httpx
 import pytest
 
 import fault_support as fs
-from harness import BROKER, Worker, create_topics, produce
+from harness import BROKER, Worker, create_topics, own_broker_env, produce
 
 pytestmark = pytest.mark.broker
 
 OUTAGE_SECONDS = 30
 
 
-def _free_pair() -> int:
-    """A port p with p+1 free too (the broker's controller listens on p+1)."""
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        try:
-            with socket.socket() as s:
-                s.bind(("127.0.0.1", port + 1))
-            return port
-        except OSError:
-            continue
-    raise RuntimeError("no free port pair")
-
-
 @pytest.fixture
 def own_broker(tmp_path_factory):
-    port = _free_pair()
     state = tmp_path_factory.mktemp("kafka-outage")
-    env = {**os.environ, "KAFKA_PORT": str(port), "KAFKA_STATE_DIR": str(state)}
+    port, env = own_broker_env(state)
 
     def broker(action: str) -> None:
         subprocess.run([str(BROKER), action], check=True, env=env, stdout=subprocess.DEVNULL, timeout=120)

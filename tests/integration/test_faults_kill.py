@@ -7,7 +7,6 @@ committed offsets). At the end every contactpulse_* series of the victim must eq
 reference must equal the in-process model and the independent tiny model, and every produced message must
 be accounted for exactly once (accepted + rejected + duplicate + rekeyed == produced).
 """
-import random
 import time
 
 import orjson

@@ -25,6 +25,7 @@ from aiohttp import web
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from harness import free_port, own_broker_env
 from streams import replay
 from streams.ingest import KafkaSink, build_app
 
@@ -44,21 +45,6 @@ def _port_open(hostport: str) -> bool:
             return True
     except OSError:
         return False
-
-
-def _free_port(pair: bool = False) -> int:
-    while True:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if not pair:
-            return port
-        with socket.socket() as s2:
-            try:
-                s2.bind(("127.0.0.1", port + 1))
-                return port
-            except OSError:
-                continue
 
 
 @pytest.fixture
@@ -130,7 +116,7 @@ class Ingest:
         self.sink = KafkaSink(bootstrap, request_timeout_ms=kw.pop("request_timeout_ms", 10000))
         kw.setdefault("clock", lambda: T + 3600)
         self.app = build_app(self.sink, topics=topics, **kw)
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
 
     async def __aenter__(self):
@@ -301,7 +287,7 @@ async def test_token_and_zendesk_signature(shared_broker):
 
 
 async def test_kafka_unreachable_from_the_start_is_503():
-    nowhere = f"127.0.0.1:{_free_port()}"  # nothing listens here
+    nowhere = f"127.0.0.1:{free_port()}"  # nothing listens here
     async with Ingest(nowhere, {"contact": "c", "ticket": "t", "agent": "a"}, ack_timeout=2) as ing:
         status, body, headers = await ing.post("contactpulse", contact_event("ev-503"))
         assert status == 503 and body["error"] == "kafka_unavailable" and headers["Retry-After"] == "2"
@@ -312,8 +298,7 @@ async def test_kafka_unreachable_from_the_start_is_503():
 # -- outage and recovery on a dedicated broker -------------------------------------------------------------
 class DedicatedBroker:
     def __init__(self, tmp: Path):
-        self.port = _free_port(pair=True)
-        self.env = {**os.environ, "KAFKA_PORT": str(self.port), "KAFKA_STATE_DIR": str(tmp / "kafka")}
+        self.port, self.env = own_broker_env(tmp / "kafka")
         self.bootstrap = f"127.0.0.1:{self.port}"
 
     def run(self, what: str) -> None:

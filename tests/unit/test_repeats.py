@@ -1,7 +1,6 @@
 """Repeat contacts and FCR: contact events -> ContactProcessor -> internal records -> RepeatProcessor ->
 RepeatCollector, all in memory on plain dicts. Every number is worked out by hand in the comments."""
 import orjson
-import pytest
 
 from metrics.fcr import RepeatCollector
 from metrics.kpi import interval_start
