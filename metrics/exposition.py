@@ -14,7 +14,8 @@ from prometheus_client.core import GaugeHistogramMetricFamily, GaugeMetricFamily
 from metrics.kpi import CurrentWindows, merge_counts, ratio, sl_counts, wait_bucket_bounds
 from metrics.pipeline_stats import TableCollector, event_families, label_overflow, sum_stats, topic_counter, watermark_family
 from streams.config import Settings
-from streams.state import iter_kind
+from streams.contacts import is_waiting
+from streams.state import iter_kind, iter_where
 
 
 
@@ -44,11 +45,10 @@ class ContactCollector(TableCollector):
     def waiting_now(self, partitions: set[int] | None) -> dict[tuple[str, str], tuple[int, float]]:
         """(queue, channel) -> (contacts waiting, earliest offered ts)."""
         out: dict[tuple[str, str], tuple[int, float]] = {}
-        for _p, _parts, rec in iter_kind(self.table, "c", partitions):
-            if "off" in rec and "ans" not in rec and "ab" not in rec:
-                key = (rec["q"], rec["ch"])
-                n, oldest = out.get(key, (0, float("inf")))
-                out[key] = (n + 1, min(oldest, rec["off"]))
+        for _p, _parts, rec in iter_where(self.table, "c", is_waiting, partitions):
+            key = (rec["q"], rec["ch"])
+            n, oldest = out.get(key, (0, float("inf")))
+            out[key] = (n + 1, min(oldest, rec["off"]))
         return out
 
     def collect(self) -> Iterable:

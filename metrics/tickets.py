@@ -15,9 +15,9 @@ from metrics.distribution import cumulative_buckets, merge_dists, quantile
 from metrics.kpi import CurrentWindows, ratio
 from metrics.pipeline_stats import TableCollector, event_families, sum_stats, topic_counter, watermark_family
 from streams.config import Settings
-from streams.state import iter_kind
+from streams.state import iter_kind, iter_where
 from streams.tickets import (FRT_BUCKETS, RESOLUTION_BUCKETS, SOLVED_BY, STATUSES, awaiting_first_response,
-                             new_window, ticket_status)
+                             is_live, new_window, ticket_status)
 from streams.topics import TICKET_EVENTS
 
 def merge_windows(windows: list[dict], cap: int) -> dict:
@@ -82,10 +82,8 @@ class TicketCollector(TableCollector):
         """(queue, channel, priority) -> (awaiting first response, earliest created ts) and -> {status: n}."""
         awaiting: dict[tuple[str, str, str], tuple[int, float]] = {}
         by_status: dict[tuple[str, str, str], dict[str, int]] = {}
-        for _p, _parts, rec in iter_kind(self.table, "t", partitions):
+        for _p, _parts, rec in iter_where(self.table, "t", is_live, partitions):
             status = ticket_status(rec)
-            if status is None:
-                continue
             labels = tuple(rec["cur"][2:5])
             counts = by_status.setdefault(labels, {})
             counts[status] = counts.get(status, 0) + 1

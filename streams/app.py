@@ -103,6 +103,8 @@ app = App(
     web_bind=settings.web_host,  # Faust listens on 0.0.0.0 unless told; serve only where configured
     web_port=settings.web_port,
     producer_acks=-1,
+    # A batch writes thousands of changelog records: send them in few large requests, not 16 kB ones.
+    producer_max_batch_size=1024 * 1024,
     consumer_auto_offset_reset="earliest",
     # Windows are computed by our own code in event time; Faust's wall-clock cleanup is not used.
     table_cleanup_interval=3600.0,

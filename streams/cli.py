@@ -51,7 +51,13 @@ def cmd_topics(argv: list[str]) -> int:
 
 
 def cmd_worker(argv: list[str]) -> int:
+    from streams.config import DEFAULT_IDENTITY_SECRET
+
     s = _settings()
+    if s.identity_secret == DEFAULT_IDENTITY_SECRET:
+        print("contactpulse: warning: identity_secret is the shipped default; set CONTACTPULSE_IDENTITY_SECRET "
+              "to a secret of your own before real customer data arrives (changing it later forgets every "
+              "customer's history)", file=sys.stderr)
     _ensure_topics(s)
     from streams.app import app
 

@@ -22,6 +22,10 @@ class ConfigError(ValueError):
     """Raised with a human-readable list of every invalid setting."""
 
 
+# The shipped key of the customer hash: fine for a demo, not for a site (anyone could recompute the hashes).
+DEFAULT_IDENTITY_SECRET = "change-me"
+
+
 @dataclass(frozen=True)
 class Target:
     threshold_seconds: int  # answered within this many seconds ...
@@ -65,7 +69,7 @@ class Settings:
     batch_size: int = 2000
     # Repeat contacts / FCR.
     repeat_window_seconds: int = 72 * 3600
-    identity_secret: str = "change-me"
+    identity_secret: str = DEFAULT_IDENTITY_SECRET
     default_region: str = "LV"
     # Optional protection of /metrics and the web pages.
     web_basic_auth: str = ""  # "user:password"

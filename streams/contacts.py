@@ -27,6 +27,11 @@ TOPIC = "contact-events"
 FLUSH_ORDER = ("w", "a", "ab", "c", "s")
 
 
+def is_waiting(rec: dict) -> bool:
+    """A contact offered to a queue and neither answered nor abandoned yet (waiting now)."""
+    return "off" in rec and "ans" not in rec and "ab" not in rec
+
+
 def new_stats() -> dict:
     return {"o": -1, "wm": 0.0, "acc": {}, "rej": {}, "dup": 0, "rekey": 0, "queues": [], "expired": 0}
 

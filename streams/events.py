@@ -5,13 +5,15 @@ Every topic shares one envelope (see README "Event schema"):
     type      str, one of the topic's types
     ts        ISO 8601 with an offset ("2026-11-23T09:00:00+02:00", "...Z") or epoch milliseconds
     plus the topic's own fields.
-Nothing here raises on bad input: parse_* always returns an event or a Rejection.
+Nothing here raises on bad input: parse_* always returns an event or a Rejection. Inside, the field
+checks raise _Rejected, and @_returns_rejection turns it back into the Rejection the parser returns.
 """
 from __future__ import annotations
 
+import functools
 import re
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple, TypeVar
 
 import orjson
 
@@ -27,6 +29,25 @@ _ID = re.compile(r"^[\x21-\x7e]{1,128}$")
 class Rejection(NamedTuple):
     reason: str  # bounded vocabulary: used as a metric label
     detail: str  # human detail for the dead-letter topic; never holds customer identifiers
+
+
+class _Rejected(Exception):
+    def __init__(self, reason: str, detail: str):
+        super().__init__(reason)
+        self.rejection = Rejection(reason, detail)
+
+
+_Event = TypeVar("_Event")
+
+
+def _returns_rejection(parse: Callable[..., _Event]) -> Callable[..., _Event | Rejection]:
+    @functools.wraps(parse)
+    def parse_or_reject(*args: Any, **kwargs: Any) -> _Event | Rejection:
+        try:
+            return parse(*args, **kwargs)
+        except _Rejected as rejected:
+            return rejected.rejection
+    return parse_or_reject
 
 
 class ContactEvent(NamedTuple):
@@ -104,67 +125,57 @@ def check_envelope(obj: dict, types: frozenset[str], now: float, *, max_future: 
     return event_id, etype, ts
 
 
-def _decode_envelope(raw: bytes | None, types: frozenset[str], now: float, max_bytes: int, max_future: float,
-                     max_age: float) -> tuple[dict, str, str, float] | Rejection:
+def _envelope(raw: bytes | None, types: frozenset[str], now: float, max_bytes: int, max_future: float,
+              max_age: float) -> tuple[dict, str, str, float]:
     """decode_object() then check_envelope(): (obj, event_id, type, ts)."""
     obj = decode_object(raw, max_bytes)
     if isinstance(obj, Rejection):
-        return obj
+        raise _Rejected(*obj)
     env = check_envelope(obj, types, now, max_future=max_future, max_age=max_age)
     if isinstance(env, Rejection):
-        return env
+        raise _Rejected(*env)
     return (obj, *env)
 
 
-def _channel_field(obj: dict, required: bool) -> str | None | Rejection:
+def _channel_field(obj: dict, required: bool) -> str | None:
     channel = obj.get("channel")
     if channel is None:
-        return Rejection("missing_field", "'channel' is required") if required else None
+        if required:
+            raise _Rejected("missing_field", "'channel' is required")
+        return None
     if not isinstance(channel, str) or channel not in CHANNELS:  # a list/object is unhashable: check first
-        return Rejection("unknown_channel", f"channel must be one of {', '.join(sorted(CHANNELS))}")
+        raise _Rejected("unknown_channel", f"channel must be one of {', '.join(sorted(CHANNELS))}")
     return channel
 
 
-def _str_field(obj: dict, name: str, pattern: re.Pattern, required: bool) -> str | None | Rejection:
+def _str_field(obj: dict, name: str, pattern: re.Pattern, required: bool) -> str | None:
     value = obj.get(name)
     if value is None:
-        return Rejection("missing_field", f"'{name}' is required") if required else None
+        if required:
+            raise _Rejected("missing_field", f"'{name}' is required")
+        return None
     if not isinstance(value, str) or not pattern.match(value):
-        return Rejection("wrong_type", f"'{name}' must be a short printable string")
+        raise _Rejected("wrong_type", f"'{name}' must be a short printable string")
     return value
 
 
+@_returns_rejection
 def parse_contact(raw: bytes | None, now: float, *, max_bytes: int = 65536, max_future: float = 300,
                   max_age: float = 7 * 86400) -> ContactEvent | Rejection:
-    env = _decode_envelope(raw, CONTACT_TYPES, now, max_bytes, max_future, max_age)
-    if isinstance(env, Rejection):
-        return env
-    obj, event_id, etype, ts = env
+    obj, event_id, etype, ts = _envelope(raw, CONTACT_TYPES, now, max_bytes, max_future, max_age)
     contact_id = _str_field(obj, "contact_id", _ID, True)
-    if isinstance(contact_id, Rejection):
-        return contact_id
     queue = _str_field(obj, "queue", _LABEL_VALUE, True)
-    if isinstance(queue, Rejection):
-        return queue
     channel = _channel_field(obj, True)
-    if isinstance(channel, Rejection):
-        return channel
     agent_id = _str_field(obj, "agent_id", _LABEL_VALUE, etype in ("answered", "ended"))
-    if isinstance(agent_id, Rejection):
-        return agent_id
     wrapup = obj.get("wrapup_seconds")
     if wrapup is not None and (isinstance(wrapup, bool) or not isinstance(wrapup, (int, float))
                                or not 0 <= wrapup < 86400):
-        return Rejection("wrong_type", "'wrapup_seconds' must be a number of seconds >= 0")
+        raise _Rejected("wrong_type", "'wrapup_seconds' must be a number of seconds >= 0")
     resolved = obj.get("resolved")
     if resolved is not None and not isinstance(resolved, bool):
-        return Rejection("wrong_type", "'resolved' must be true or false")
+        raise _Rejected("wrong_type", "'resolved' must be true or false")
     customer = _customer_field(obj)
-    if isinstance(customer, Rejection):
-        return customer
     to_queue = _str_field(obj, "to_queue", _LABEL_VALUE, False)
-    if isinstance(to_queue, Rejection):
-        return to_queue
     return ContactEvent(event_id, etype, ts, contact_id, queue, channel, agent_id,
                         float(wrapup) if wrapup is not None else None, resolved, customer, to_queue)
 
@@ -191,58 +202,42 @@ class TicketEvent(NamedTuple):
     customer: dict | None  # only ever hashed downstream
 
 
-def _customer_field(obj: dict) -> dict | None | Rejection:
+def _customer_field(obj: dict) -> dict | None:
     customer = obj.get("customer")
     if customer is not None and (not isinstance(customer, dict) or not all(
             k in ("id", "phone", "email") and isinstance(v, str) and len(v) <= 256 for k, v in customer.items())):
-        return Rejection("wrong_type", "'customer' must be an object with string id/phone/email")
+        raise _Rejected("wrong_type", "'customer' must be an object with string id/phone/email")
     return customer
 
 
-def _enum_field(obj: dict, name: str, allowed: frozenset[str], required: bool) -> str | None | Rejection:
+def _enum_field(obj: dict, name: str, allowed: frozenset[str], required: bool) -> str | None:
     value = obj.get(name)
     if value is None:
-        return Rejection("missing_field", f"'{name}' is required") if required else None
+        if required:
+            raise _Rejected("missing_field", f"'{name}' is required")
+        return None
     if not isinstance(value, str) or value not in allowed:
-        return Rejection("wrong_type", f"'{name}' must be one of {', '.join(sorted(allowed))}")
+        raise _Rejected("wrong_type", f"'{name}' must be one of {', '.join(sorted(allowed))}")
     return value
 
 
+@_returns_rejection
 def parse_ticket(raw: bytes | None, now: float, *, max_bytes: int = 65536, max_future: float = 300,
                  max_age: float = 7 * 86400) -> TicketEvent | Rejection:
-    env = _decode_envelope(raw, TICKET_TYPES, now, max_bytes, max_future, max_age)
-    if isinstance(env, Rejection):
-        return env
-    obj, event_id, etype, ts = env
+    obj, event_id, etype, ts = _envelope(raw, TICKET_TYPES, now, max_bytes, max_future, max_age)
     ticket_id = _str_field(obj, "ticket_id", _ID, True)
-    if isinstance(ticket_id, Rejection):
-        return ticket_id
     queue = _str_field(obj, "queue", _LABEL_VALUE, True)
-    if isinstance(queue, Rejection):
-        return queue
     channel = _channel_field(obj, True)
-    if isinstance(channel, Rejection):
-        return channel
     priority = _enum_field(obj, "priority", PRIORITIES, False)
-    if isinstance(priority, Rejection):
-        return priority
     author_type = _enum_field(obj, "author_type", AUTHOR_TYPES, etype == "message")
-    if isinstance(author_type, Rejection):
-        return author_type
     public = obj.get("public")
     if etype == "message" and public is None:
-        return Rejection("missing_field", "'public' is required on a message (false = internal note)")
+        raise _Rejected("missing_field", "'public' is required on a message (false = internal note)")
     if public is not None and not isinstance(public, bool):
-        return Rejection("wrong_type", "'public' must be true or false")
+        raise _Rejected("wrong_type", "'public' must be true or false")
     agent_id = _str_field(obj, "agent_id", _LABEL_VALUE, etype == "assigned")
-    if isinstance(agent_id, Rejection):
-        return agent_id
     solved_by = _enum_field(obj, "solved_by", SOLVED_BY, etype == "solved")
-    if isinstance(solved_by, Rejection):
-        return solved_by
     customer = _customer_field(obj)
-    if isinstance(customer, Rejection):
-        return customer
     return TicketEvent(event_id, etype, ts, ticket_id, queue, channel, priority or "normal", author_type, public,
                        agent_id, solved_by, customer)
 
@@ -262,28 +257,22 @@ class AgentEvent(NamedTuple):
     reason: str | None  # e.g. the away reason code; informational, never a label
 
 
+@_returns_rejection
 def parse_agent_event(raw: bytes | None, now: float, *, max_bytes: int = 65536, max_future: float = 300,
                       max_age: float = 7 * 86400) -> AgentEvent | Rejection:
-    env = _decode_envelope(raw, AGENT_TYPES, now, max_bytes, max_future, max_age)
-    if isinstance(env, Rejection):
-        return env
-    obj, event_id, etype, ts = env
+    obj, event_id, etype, ts = _envelope(raw, AGENT_TYPES, now, max_bytes, max_future, max_age)
     agent_id = _str_field(obj, "agent_id", _LABEL_VALUE, True)
-    if isinstance(agent_id, Rejection):
-        return agent_id
     state = obj.get("state")
     if state is None:
-        return Rejection("missing_field", "'state' is required")
+        raise _Rejected("missing_field", "'state' is required")
     if state not in AGENT_STATES:  # same reason the ingest endpoint's check gives
-        return Rejection("wrong_type", "state must be one of " + ", ".join(AGENT_STATES))
+        raise _Rejected("wrong_type", "state must be one of " + ", ".join(AGENT_STATES))
     queues = obj.get("queues")
     if queues is not None:
         if not isinstance(queues, list) or not all(isinstance(q, str) and _LABEL_VALUE.match(q) for q in queues):
-            return Rejection("wrong_type", "'queues' must be a list of queue names")
+            raise _Rejected("wrong_type", "'queues' must be a list of queue names")
         queues = tuple(dict.fromkeys(queues))  # drop repeats, keep the order
     reason = _str_field(obj, "reason", _LABEL_VALUE, False)
-    if isinstance(reason, Rejection):
-        return reason
     return AgentEvent(event_id, etype, ts, agent_id, state, queues, reason)
 
 
@@ -306,31 +295,21 @@ class SurveyEvent(NamedTuple):
     agent_id: str | None
 
 
+@_returns_rejection
 def parse_survey(raw: bytes | None, now: float, *, max_bytes: int = 65536, max_future: float = 300,
                  max_age: float = 7 * 86400) -> SurveyEvent | Rejection:
-    env = _decode_envelope(raw, SURVEY_TYPES, now, max_bytes, max_future, max_age)
-    if isinstance(env, Rejection):
-        return env
-    obj, event_id, etype, ts = env
+    obj, event_id, etype, ts = _envelope(raw, SURVEY_TYPES, now, max_bytes, max_future, max_age)
     contact_id = _str_field(obj, "contact_id", _ID, True)
-    if isinstance(contact_id, Rejection):
-        return contact_id
     csat, resolved = obj.get("csat"), obj.get("resolved")
     if csat is None and resolved is None:
-        return Rejection("missing_field", "a survey needs 'csat' (1-5) and/or 'resolved' (true/false)")
+        raise _Rejected("missing_field", "a survey needs 'csat' (1-5) and/or 'resolved' (true/false)")
     if csat is not None and (isinstance(csat, bool) or not isinstance(csat, int) or not 1 <= csat <= 5):
-        return Rejection("wrong_type", "'csat' must be a whole number from 1 to 5")
+        raise _Rejected("wrong_type", "'csat' must be a whole number from 1 to 5")
     if resolved is not None and not isinstance(resolved, bool):
-        return Rejection("wrong_type", "'resolved' must be true or false")
+        raise _Rejected("wrong_type", "'resolved' must be true or false")
     queue = _str_field(obj, "queue", _LABEL_VALUE, obj.get("channel") is not None)
-    if isinstance(queue, Rejection):
-        return queue
     channel = _channel_field(obj, False)
-    if isinstance(channel, Rejection):
-        return channel
     if channel is None and queue is not None:
-        return Rejection("missing_field", "'channel' is required when 'queue' is given")
+        raise _Rejected("missing_field", "'channel' is required when 'queue' is given")
     agent_id = _str_field(obj, "agent_id", _LABEL_VALUE, False)
-    if isinstance(agent_id, Rejection):
-        return agent_id
     return SurveyEvent(event_id, etype, ts, contact_id, csat, resolved, queue, channel, agent_id)

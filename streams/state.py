@@ -12,7 +12,7 @@ import asyncio
 import functools
 import logging
 import time
-from typing import Any, Iterator, MutableMapping
+from typing import Any, Callable, Iterator, MutableMapping
 
 import faust
 
@@ -82,11 +82,22 @@ class PartitionedTable(faust.Table):
     # by send_pending() straight to the aiokafka producer, which batches them per partition, in order.
     def on_key_set(self, key: Any, value: Any) -> None:
         self._pending_changes.append((key, value))
-        self.keys_by_kind.setdefault(kind_of(key), {})[key] = None
+        kind = kind_of(key)
+        self.keys_by_kind.setdefault(kind, {})[key] = None
+        for subset_kind, predicate, keys in self.__dict__.get("_subsets", {}).values():
+            if subset_kind == kind:
+                if value is not None and predicate(value):
+                    keys[key] = None
+                else:
+                    keys.pop(key, None)
 
     def on_key_del(self, key: Any) -> None:
         self._pending_changes.append((key, None))
-        self.keys_by_kind.get(kind_of(key), {}).pop(key, None)
+        kind = kind_of(key)
+        self.keys_by_kind.get(kind, {}).pop(key, None)
+        for subset_kind, _predicate, keys in self.__dict__.get("_subsets", {}).values():
+            if subset_kind == kind:
+                keys.pop(key, None)
 
     # Collectors read one kind of key at a time ("w" windows, "c" records, "s" stats ...); an index by
     # kind keeps a scrape from walking every record in the table.
@@ -102,7 +113,21 @@ class PartitionedTable(faust.Table):
         for key in list(self.data.keys()):
             index.setdefault(kind_of(key), {})[key] = None
         self.__dict__["_by_kind"] = index
+        self.__dict__["_subsets"] = {}  # rebuilt from the new index when next asked for
         return index
+
+    # A scrape needs the few live records (contacts waiting now, open tickets) among many finished ones
+    # kept for dedupe: a subset kept up to date on every write saves walking all of them at each scrape.
+    def subset(self, kind: str, predicate: Callable[[Any], bool]) -> dict[str, None]:
+        """Keys of `kind` whose value satisfies `predicate` (a module-level function: it names the subset)."""
+        subsets = self.__dict__.setdefault("_subsets", {})
+        entry = subsets.get(predicate)
+        if entry is None:
+            store = self.data
+            keys = {key: None for key in list(self.keys_by_kind.get(kind, ()))
+                    if (value := store.get(key)) is not None and predicate(value)}
+            entry = subsets[predicate] = (kind, predicate, keys)
+        return entry[2]
 
     async def on_recovery_completed(self, active_tps: Any, standby_tps: Any) -> None:
         # Recovery writes the store directly (and drops revoked partitions): rebuild the index after it.
@@ -246,6 +271,25 @@ def iter_kind(table: MutableMapping[str, Any], kind: str, partitions: set[int] |
               ) -> Iterator[tuple[int, list[str], Any]]:
     """(partition, key fields after the kind, value) for keys of one kind in the given partitions."""
     for _key, p, _kind, fields, value in owned_entries(table, (kind,), partitions):
+        yield p, fields, value
+
+
+def iter_where(table: MutableMapping[str, Any], kind: str, predicate: Callable[[Any], bool],
+               partitions: set[int] | None) -> Iterator[tuple[int, list[str], Any]]:
+    """iter_kind() for only the values satisfying `predicate`, from the PartitionedTable's live subset."""
+    subset = getattr(table, "subset", None)
+    if subset is None:  # a plain dict (unit tests)
+        pairs = ((key, value) for key, value in list(table.items()) if kind_of(key) == kind)
+    else:
+        store = table.data
+        pairs = ((key, store.get(key)) for key in list(subset(kind, predicate)))
+    for key, value in pairs:
+        if value is None or not predicate(value):  # checked again: a revoked partition's keys may linger
+            continue
+        p_str, _kind, *fields = key.split("|")
+        p = int(p_str)
+        if partitions is not None and p not in partitions:
+            continue
         yield p, fields, value
 
 

@@ -86,6 +86,11 @@ def ticket_status(rec: dict) -> str | None:
     return "open"
 
 
+def is_live(rec: dict) -> bool:
+    """A ticket with a live status (created and not closed): the scrape's backlog."""
+    return ticket_status(rec) is not None
+
+
 def awaiting_first_response(rec: dict) -> bool:
     return "fr" not in rec and ticket_status(rec) in ("new", "open")
 
