@@ -1,6 +1,6 @@
 """The Faust floor: a Faust agent that takes batches of events and does nothing with them.
 
-    python bench/faust_floor.py TOPIC COUNT BOOTSTRAP PORT worker
+    python bench/faust_floor.py TOPIC[,TOPIC...] COUNT BOOTSTRAP PORT worker
 
 Run by bench/run.py as a second baseline: it is what any Faust agent pays per message before doing any
 work, so it bounds what contactpulse can reach on one worker process. Prints one line of figures.
@@ -11,12 +11,12 @@ import time
 
 import faust
 
-TOPIC, COUNT, BOOTSTRAP, PORT = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+TOPICS, COUNT, BOOTSTRAP, PORT = sys.argv[1].split(","), int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
 sys.argv = [sys.argv[0], *sys.argv[5:]]
 
 app = faust.App(f"faust-floor-{time.time_ns()}", broker=f"kafka://{BOOTSTRAP}", store="memory://",
                 web_port=PORT, consumer_auto_offset_reset="earliest", stream_buffer_maxsize=10000)
-topic = app.topic(TOPIC, key_serializer="raw", value_serializer="raw")
+topic = app.topic(*TOPICS, key_serializer="raw", value_serializer="raw")
 seen = {"n": 0, "start": None}
 
 

@@ -2,15 +2,17 @@
 
     python bench/run.py [--events 1000000] [--partitions 4] [--latency-rate 5000] [--latency-seconds 30]
 
-1. Produces N realistic events (simulated calls, plus tickets when the tickets pipeline exists) to fresh
-   topics (a unique prefix, so runs never mix).
-2. Baseline: raw aiokafka consumption of the same messages (the Python floor), and the same with an
-   orjson parse per message.
-3. The contactpulse worker (a real worker process) processing them: events/s from its first to its
-   last batch, measured through its own /metrics, peak RSS (VmHWM) and state size.
-4. Event-to-metric latency at a steady offered load: events are produced at --latency-rate per second
-   for --latency-seconds; /metrics is polled every 250 ms; an event's latency is the time from its send
-   until the worker's accepted-events counter covers it. Prints p50/p99.
+1. Produces N realistic events (the simulated centre: calls, the agent states they imply, surveys, and
+   e-mail tickets) to fresh topics (a unique prefix, so runs never mix).
+2. Baselines: raw aiokafka consumption of the same messages (the Python floor), the same with an orjson
+   parse per message, and a Faust agent that takes batches of them and does nothing (bench/faust_floor.py).
+3. The contactpulse worker (a real worker process) processing them: input events/s from its first to its
+   last batch, measured through its own /metrics (accepted + rejected + duplicate + rekeyed on the input
+   topics; the internal customer-contacts records are work, not events, and are not counted), peak RSS
+   (VmHWM) and state size.
+4. Event-to-metric latency at a steady offered load: call events are produced at --latency-rate per
+   second for --latency-seconds; /metrics is polled every 100 ms; an event's latency is the time from its
+   send until the worker's counters cover it. Prints p50/p99.
 """
 from __future__ import annotations
 
@@ -30,7 +32,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 import harness  # noqa: E402  (the test harness runs the real worker the same way)
-from streams.simulator import QueueModel, simulate  # noqa: E402
+from streams.simulator import QueueModel, simulate_centre  # noqa: E402
+from streams.topics import AGENT_EVENTS, CONTACT_EVENTS, SURVEY_EVENTS, TICKET_EVENTS  # noqa: E402
+
+INPUT_TOPICS = (CONTACT_EVENTS, TICKET_EVENTS, AGENT_EVENTS, SURVEY_EVENTS)
 
 
 def machine() -> str:
@@ -46,22 +51,26 @@ def machine() -> str:
     return f"{os.cpu_count()} cores ({cpu}), {mem:.0f} GiB, Python {platform.python_version()}"
 
 
-def make_events(n: int, seed: int = 7) -> list[tuple[bytes, bytes]]:
-    """(key, value) pairs of about n simulated contact events, timestamps ending just before now."""
-    queues = [QueueModel(f"q{i}", "voice" if i % 4 else "chat", 60, 40.0) for i in range(8)]
-    contacts = max(1, n // 3)
-    raw = list(simulate(seed, queues, 0.0, max_contacts=contacts, mean_handle=30.0, mean_patience=40.0))[:n]
+def make_events(n: int, seed: int = 7) -> list[tuple[str, bytes, bytes]]:
+    """(logical topic, key, value) of the first n events of the simulated centre: 8 call/chat queues of 60
+    agents each at ~90% occupancy, with the agent states and surveys they imply, and e-mail tickets; the
+    timestamps end just before now (1M events span ~5 hours of the centre's day)."""
     from datetime import datetime
-    last = datetime.fromisoformat(raw[-1]["ts"]).timestamp()
-    shift = time.time() - 5 - last
+    from itertools import islice
+
+    queues = [QueueModel(f"q{i}", "voice" if i % 4 else "chat", 60, 1.8) for i in range(8)]
+    raw = list(islice(simulate_centre(seed, queues, 0.0, ticket_rate=2.0, mean_handle=30.0,
+                                      mean_patience=40.0), n))
+    stamps = [datetime.fromisoformat(ev["ts"]).timestamp() for _, _, ev in raw]
+    shift = time.time() - 5 - max(stamps)
     out = []
-    for ev in raw:
-        ev["ts"] = int((datetime.fromisoformat(ev["ts"]).timestamp() + shift) * 1000)
-        out.append((ev["contact_id"].encode(), orjson.dumps(ev)))
+    for (topic, key, ev), ts in zip(raw, stamps):
+        ev["ts"] = int((ts + shift) * 1000)
+        out.append((topic, key.encode(), orjson.dumps(ev)))
     return out
 
 
-async def produce_all(topic: str, records: list[tuple[bytes, bytes]]) -> float:
+async def produce_all(prefix: str, records: list[tuple[str, bytes, bytes]]) -> float:
     from aiokafka import AIOKafkaProducer
 
     producer = AIOKafkaProducer(bootstrap_servers=harness.BOOTSTRAP, acks=1, linger_ms=20,
@@ -70,8 +79,8 @@ async def produce_all(topic: str, records: list[tuple[bytes, bytes]]) -> float:
     t0 = time.perf_counter()
     try:
         pending = []
-        for key, value in records:
-            pending.append(await producer.send(topic, value, key=key))
+        for topic, key, value in records:
+            pending.append(await producer.send(prefix + topic, value, key=key))
             if len(pending) >= 20000:
                 await asyncio.gather(*pending)
                 pending.clear()
@@ -81,19 +90,17 @@ async def produce_all(topic: str, records: list[tuple[bytes, bytes]]) -> float:
     return time.perf_counter() - t0
 
 
-async def raw_consume(topic: str, n: int, parse: bool) -> float:
+async def raw_consume(topics: list[str], n: int, parse: bool) -> float:
     from aiokafka import AIOKafkaConsumer
 
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=harness.BOOTSTRAP, auto_offset_reset="earliest",
+    consumer = AIOKafkaConsumer(*topics, bootstrap_servers=harness.BOOTSTRAP, auto_offset_reset="earliest",
                                 enable_auto_commit=False, group_id=None, max_partition_fetch_bytes=4 * 2**20)
     await consumer.start()
     seen = 0
-    t0 = None
+    t0 = time.perf_counter()
     try:
         while seen < n:
             batch = await consumer.getmany(timeout_ms=1000, max_records=10000)
-            if t0 is None and batch:
-                t0 = time.perf_counter()
             for msgs in batch.values():
                 for m in msgs:
                     if parse:
@@ -104,19 +111,22 @@ async def raw_consume(topic: str, n: int, parse: bool) -> float:
         await consumer.stop()
 
 
-OUTCOME_LINE = re.compile(rb"^contactpulse_events_(?:accepted|rejected|duplicate|rekeyed)_total\{[^}]*\} (\S+)$", re.M)
+OUTCOME_LINE = re.compile(rb"^contactpulse_events_(?:accepted|rejected|duplicate|rekeyed)_total\{([^}]*)\} (\S+)$", re.M)
 
 
 def outcomes_in(text: bytes) -> float:
     """accepted_total() read straight off the exposition: parsing all of it would cost the poller (and the
     producer sharing its event loop) ~0.2 s per poll, which the latency figure would then include."""
-    return sum(float(v) for v in OUTCOME_LINE.findall(text))
+    return sum(float(v) for labels, v in OUTCOME_LINE.findall(text)
+               if any(b'topic="%s"' % t.encode() in labels for t in INPUT_TOPICS))
 
 
 def accepted_total(m) -> float:
-    return sum(v for (name, _), v in m.items() if name in (
+    """Input events the worker has dealt with (every outcome), from parsed metrics."""
+    return sum(v for (name, labels), v in m.items() if name in (
         "contactpulse_events_accepted_total", "contactpulse_events_rejected_total",
-        "contactpulse_events_duplicate_total", "contactpulse_events_rekeyed_total"))
+        "contactpulse_events_duplicate_total", "contactpulse_events_rekeyed_total")
+        and dict(labels).get("topic") in INPUT_TOPICS)
 
 
 def vm_hwm_mib(pid: int) -> float:
@@ -126,9 +136,9 @@ def vm_hwm_mib(pid: int) -> float:
     return float("nan")
 
 
-def faust_floor(topic: str, n: int) -> tuple[float, float]:
-    """(events/s, events/CPU-s) of a Faust agent that only takes batches: the ceiling for any Faust worker."""
-    proc = subprocess.Popen([sys.executable, str(ROOT / "bench" / "faust_floor.py"), topic, str(n),
+def faust_floor(topics: list[str], n: int) -> tuple[float, float]:
+    """(events/s, events/CPU-s) of a Faust agent that only takes batches of the events."""
+    proc = subprocess.Popen([sys.executable, str(ROOT / "bench" / "faust_floor.py"), ",".join(topics), str(n),
                              harness.BOOTSTRAP, str(harness.free_port()), "worker", "-l", "warn"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd="/tmp")
     try:
@@ -200,12 +210,13 @@ async def steady_latency(w, topic: str, rate: int, seconds: float, records) -> l
     t0 = time.perf_counter()
     total = int(rate * seconds)
     tick = 0.01
+    calls = [(key, value) for t, key, value in records if t == CONTACT_EVENTS]
     for i in range(total):
         due = t0 + i / rate
         delay = due - time.perf_counter()
         if delay > tick:
             await asyncio.sleep(delay)
-        key, value = records[i % len(records)]
+        key, value = calls[i % len(calls)]
         ev = orjson.loads(value)
         ev["event_id"] = f"lat-{i}"
         ev["contact_id"] = f"lat-{i // 3}"
@@ -233,22 +244,25 @@ def main() -> int:
     harness.broker("start")
     prefix = f"bench{int(time.time())}."
     harness.create_topics(prefix, args.partitions)
-    topic = prefix + "contact-events"
+    topic = prefix + CONTACT_EVENTS
+    topics = [prefix + t for t in INPUT_TOPICS]
     print(f"machine: {machine()}")
     t = time.perf_counter()
     records = make_events(args.events)
     n = len(records)
+    mix = {t: sum(1 for r in records if r[0] == t) for t in INPUT_TOPICS}
     print(f"generated {n} events in {time.perf_counter() - t:.1f} s "
-          f"({sum(len(v) for _, v in records) / n:.0f} bytes each on average)")
-    secs = asyncio.run(produce_all(topic, records))
+          f"({sum(len(v) for _, _, v in records) / n:.0f} bytes each on average): "
+          + ", ".join(f"{t} {c}" for t, c in mix.items()))
+    secs = asyncio.run(produce_all(prefix, records))
     print(f"produced: {n / secs:,.0f} events/s")
     c0 = own_cpu()
-    raw = n / asyncio.run(raw_consume(topic, n, parse=False))
+    raw = n / asyncio.run(raw_consume(topics, n, parse=False))
     raw_per_cpu = n / (own_cpu() - c0)
-    parsed = n / asyncio.run(raw_consume(topic, n, parse=True))
+    parsed = n / asyncio.run(raw_consume(topics, n, parse=True))
     print(f"baseline raw aiokafka consume:          {raw:>10,.0f} events/s  ({raw_per_cpu:,.0f} events/CPU-s)")
     print(f"baseline aiokafka consume + orjson:     {parsed:>10,.0f} events/s")
-    floor_wall, floor_cpu = faust_floor(topic, n)
+    floor_wall, floor_cpu = faust_floor(topics, n)
     print(f"baseline Faust agent doing nothing:     {floor_wall:>10,.0f} events/s  ({floor_cpu:,.0f} events/CPU-s)")
     rate, per_cpu, rss, w = worker_throughput(n, prefix, args.partitions)
     print(f"contactpulse worker (1 process):        {rate:>10,.0f} events/s  = {rate / raw:.1%} of raw aiokafka")

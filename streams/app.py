@@ -16,13 +16,13 @@ from typing import Any
 import faust
 import orjson
 from faust.sensors import Monitor
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from metrics.agents import AgentCollector, AgentHandleCollector
 from metrics.exposition import ContactCollector
 from metrics.fcr import RepeatCollector, SurveyCollector
-from metrics.merge import MergedRegistry
+from metrics.merge import MergedRegistry, render
 from metrics.tickets import TicketCollector
 from metrics.worker import WorkerCollector
 from streams.agents import AgentProcessor
@@ -255,7 +255,8 @@ registry.register(worker_collector)
 async def metrics_page(web, request):
     # aiohttp refuses a charset inside content_type; the exposition format is UTF-8 by definition
     # MergedRegistry: several pipelines export the same families (events_accepted_total{topic}, ...)
-    return web.bytes(generate_latest(MergedRegistry(registry)), content_type=CONTENT_TYPE_LATEST.replace("; charset=utf-8", ""))
+    return web.bytes(render(MergedRegistry(registry).collect()),
+                     content_type=CONTENT_TYPE_LATEST.replace("; charset=utf-8", ""))
 
 
 @app.page("/healthz")
