@@ -59,8 +59,9 @@ def make_events(n: int, seed: int = 7) -> list[tuple[str, bytes, bytes]]:
     from itertools import islice
 
     queues = [QueueModel(f"q{i}", "voice" if i % 4 else "chat", 60, 1.8) for i in range(8)]
+    # One customer per ~4 events (~2 contacts): most call once, some again (repeat contacts, FCR).
     raw = list(islice(simulate_centre(seed, queues, 0.0, ticket_rate=2.0, mean_handle=30.0,
-                                      mean_patience=40.0), n))
+                                      mean_patience=40.0, customers=max(100, n // 4)), n))
     stamps = [datetime.fromisoformat(ev["ts"]).timestamp() for _, _, ev in raw]
     shift = time.time() - 5 - max(stamps)
     out = []

@@ -51,6 +51,9 @@ def new_stats() -> dict:
     return {"o": -1, "wm": 0.0, "acc": {}, "rej": {}, "dup": 0, "rekey": 0, "queues": [], "ovf": 0}
 
 
+RECENT_IDS = 64  # event ids an agent record keeps whatever their age (see AgentProcessor._process)
+
+
 class AgentProcessor(BatchProcessor):
     flush_order = FLUSH_ORDER
 
@@ -96,7 +99,13 @@ class AgentProcessor(BatchProcessor):
         bk.settle(rec, late, accept)
         bk.advance_watermark(ev.ts)
         newest = max(ev.ts, rec["tl"][-1][0] if rec["tl"] else ev.ts)
-        rec["ids"] = [i for i in rec["ids"] if i[1] >= newest - self.s.dedupe_horizon_seconds]
+        # A repeat of an event older than the oldest state the timeline keeps is rejected as too late
+        # (_place: its successor is before the cutoff), so its id is no longer needed to spot it. Without
+        # this, a busy agent's record carried a day of ids (~30 kB) into every read and changelog write.
+        # The newest RECENT_IDS stay whatever their time: a replay after a crash recounts them exactly.
+        keep_from = max(newest - self.s.dedupe_horizon_seconds, rec["tl"][0][0] if rec["tl"] else newest)
+        ids = rec["ids"]
+        rec["ids"] = [i for n, i in enumerate(ids) if i[1] >= keep_from or n >= len(ids) - RECENT_IDS]
         rec["ids"].append([ev.event_id, ev.ts, o])
         if "late" in rec:
             kept = {i[2] for i in rec["ids"]}
