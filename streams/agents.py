@@ -24,7 +24,7 @@ from typing import Any, Callable, MutableMapping
 
 from metrics.kpi import interval_start, split_by_window, window_start
 from streams.config import Settings
-from streams.events import AgentEvent, Rejection, parse_agent_event
+from streams.events import AgentEvent, parse_agent_event
 from streams.pipeline import BatchProcessor, BatchResult, Bookkeeping, Message
 from streams.state import BatchView, owned_entries
 
@@ -70,12 +70,9 @@ class AgentProcessor(BatchProcessor):
     def _process(self, view: BatchView, msg: Message, now: float, result: BatchResult) -> None:
         p, o = msg.partition, msg.offset
         bk = Bookkeeping(view, msg, result, new_stats)
-        ev = self.parse(parse_agent_event, msg, now)
-        if isinstance(ev, Rejection):
-            bk.reject(*ev)
+        ev = self.admitted(bk, parse_agent_event, msg, now, TOPIC, "agent_id")  # the timeline's partition
+        if ev is None:
             return
-        if bk.rekeyed(TOPIC, ev.agent_id.encode()):
-            return  # an agent's events must share a partition (its timeline lives there): sent again
         queues, overflowed = self._budget_queues(ev.queues, bk.stats, bk.fresh)
 
         def accept() -> None:

@@ -15,7 +15,7 @@ from typing import Any, Callable, MutableMapping
 from metrics.kpi import bucket_index, day_start, interval_start, minute_start, wait_bucket_bounds
 from streams.agents import add_agent_handle
 from streams.config import Settings
-from streams.events import ContactEvent, Rejection, parse_contact
+from streams.events import ContactEvent, parse_contact
 from streams.identity import customer_key
 from streams.pipeline import BatchProcessor, BatchResult, Bookkeeping, Message
 from streams.repeats import customer_contact_records
@@ -57,13 +57,8 @@ class ContactProcessor(BatchProcessor):
         p, o = msg.partition, msg.offset
         self._touched: set[str] = set()  # windows this message has added to (see _windows)
         bk = Bookkeeping(view, msg, result, new_stats)
-        ev = self.parse(parse_contact, msg, now)
-        if isinstance(ev, Rejection):
-            bk.reject(*ev)
-            return
-        if bk.rekeyed(TOPIC, ev.contact_id.encode()):
-            return  # all events of a contact must share a partition: sent again with the right key
-        if not bk.admit_queue(ev.queue, self.s.max_queues):
+        ev = self.admitted(bk, parse_contact, msg, now, TOPIC, "contact_id", budget_queue=True)
+        if ev is None:
             return
 
         def accept() -> None:

@@ -171,5 +171,20 @@ class BatchProcessor:
         return parser(msg.value, now, max_bytes=self.s.max_message_bytes,
                       max_future=self.s.max_future_skew_seconds, max_age=self.s.max_event_age_seconds)
 
+    def admitted(self, bk: Bookkeeping, parser: Callable[..., Any], msg: Message, now: float, topic: str,
+                 key_field: str, budget_queue: bool = False) -> Any | None:
+        """The message's event when this partition is to apply it; None when it was rejected (and
+        dead-lettered), arrived with the wrong key (produced again keyed by `key_field`: all events of one
+        record must share its partition), or brings a new queue past the budget."""
+        ev = self.parse(parser, msg, now)
+        if isinstance(ev, Rejection):
+            bk.reject(*ev)
+            return None
+        if bk.rekeyed(topic, getattr(ev, key_field).encode()):
+            return None
+        if budget_queue and not bk.admit_queue(ev.queue, self.s.max_queues):
+            return None
+        return ev
+
     def _process(self, view: BatchView, msg: Message, now: float, result: BatchResult) -> None:
         raise NotImplementedError

@@ -18,7 +18,7 @@ from typing import Any, Callable, Mapping, MutableMapping
 
 from metrics.kpi import day_start
 from streams.config import Settings
-from streams.events import Rejection, parse_survey
+from streams.events import parse_survey
 from streams.pipeline import BatchProcessor, BatchResult, Bookkeeping, Message
 from streams.state import BatchView, owned_entries
 
@@ -49,12 +49,10 @@ class SurveyProcessor(BatchProcessor):
     def _process(self, view: BatchView, msg: Message, now: float, result: BatchResult) -> None:
         p, o = msg.partition, msg.offset
         bk = Bookkeeping(view, msg, result, new_stats)
-        ev = self.parse(parse_survey, msg, now)
-        if isinstance(ev, Rejection):
-            bk.reject(*ev)
+        # Keyed by contact: the join with the contact's record needs the contact's partition.
+        ev = self.admitted(bk, parse_survey, msg, now, TOPIC, "contact_id")
+        if ev is None:
             return
-        if bk.rekeyed(TOPIC, ev.contact_id.encode()):
-            return  # the join with the contact's record needs the contact's partition: sent again keyed right
         rkey = f"{p}|r|{ev.contact_id}"
         rec = view.get(rkey)
         if rec is not None and o <= rec["o"]:

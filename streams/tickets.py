@@ -22,7 +22,7 @@ from metrics.business_hours import business_seconds, parse_schedule
 from metrics.distribution import dist_add, dist_remove, new_dist
 from metrics.kpi import day_start, interval_start, minute_start
 from streams.config import Settings
-from streams.events import Rejection, TicketEvent, parse_ticket
+from streams.events import TicketEvent, parse_ticket
 from streams.pipeline import BatchProcessor, BatchResult, Bookkeeping, Message
 from streams.state import BatchView, add_expired, owned_entries
 from streams.topics import TICKET_EVENTS
@@ -108,13 +108,8 @@ class TicketProcessor(BatchProcessor):
     def _process(self, view: BatchView, msg: Message, now: float, result: BatchResult) -> None:
         p, o = msg.partition, msg.offset
         bk = Bookkeeping(view, msg, result, new_stats)
-        ev = self.parse(parse_ticket, msg, now)
-        if isinstance(ev, Rejection):
-            bk.reject(*ev)
-            return
-        if bk.rekeyed(TOPIC, ev.ticket_id.encode()):
-            return  # all events of a ticket must share a partition: sent again with the right key
-        if not bk.admit_queue(ev.queue, self.s.max_queues):
+        ev = self.admitted(bk, parse_ticket, msg, now, TOPIC, "ticket_id", budget_queue=True)
+        if ev is None:
             return
 
         def accept() -> None:
