@@ -26,6 +26,7 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import orjson
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -116,18 +117,15 @@ OUTCOME_LINE = re.compile(rb"^contactpulse_events_(?:accepted|rejected|duplicate
 
 
 def outcomes_in(text: bytes) -> float:
-    """accepted_total() read straight off the exposition: parsing all of it would cost the poller (and the
-    producer sharing its event loop) ~0.2 s per poll, which the latency figure would then include."""
+    """Input events the worker has dealt with (every outcome), read straight off the exposition: parsing
+    all of it would cost the poller (and the producer sharing its event loop) ~0.2 s per poll, which the
+    latency figure would then include."""
     return sum(float(v) for labels, v in OUTCOME_LINE.findall(text)
                if any(b'topic="%s"' % t.encode() in labels for t in INPUT_TOPICS))
 
 
-def accepted_total(m) -> float:
-    """Input events the worker has dealt with (every outcome), from parsed metrics."""
-    return sum(v for (name, labels), v in m.items() if name in (
-        "contactpulse_events_accepted_total", "contactpulse_events_rejected_total",
-        "contactpulse_events_duplicate_total", "contactpulse_events_rekeyed_total")
-        and dict(labels).get("topic") in INPUT_TOPICS)
+def outcomes(w) -> float:
+    return outcomes_in(httpx.get(w.url + "/metrics", timeout=5.0).content)
 
 
 def vm_hwm_mib(pid: int) -> float:
@@ -171,8 +169,7 @@ def worker_throughput(n: int, prefix: str, partitions: int) -> tuple[float, floa
     # Time from the first processed event to the last, read from the worker's own counters.
     first = last = None
     while True:
-        m = w.metrics()
-        done = accepted_total(m)
+        done = outcomes(w)
         now = time.perf_counter()
         if first is None and done > 0:
             first = (now, done, cpu_seconds(w.proc.pid))
@@ -188,9 +185,8 @@ def worker_throughput(n: int, prefix: str, partitions: int) -> tuple[float, floa
 async def steady_latency(w, topic: str, rate: int, seconds: float, records) -> list[float]:
     """Produce at `rate`/s; return per-event latency (s) from send to visible in the accepted counter."""
     from aiokafka import AIOKafkaProducer
-    import httpx
 
-    base = accepted_total(w.metrics())
+    base = outcomes(w)
     producer = AIOKafkaProducer(bootstrap_servers=harness.BOOTSTRAP, acks=1, linger_ms=2)
     await producer.start()
     sent_at: list[float] = []

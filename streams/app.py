@@ -84,6 +84,7 @@ class LeanMonitor(Monitor):
 # Faust creates only the last level of its data directory; a clean checkout has none of it.
 Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
 
+
 class App(faust.App):
     def _new_transport(self):
         # Input topics reach the pipelines one whole fetch at a time (streams/consumer.py).

@@ -53,8 +53,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
                         last = read_offset[tp]
                         if last is not None and message.offset < last:
                             continue  # read before (a seek back): as Faust, drop it
-                        handler_batch = ours.get(tp.topic)
-                        if handler_batch is not None or tp.topic in batch_handlers:
+                        if tp.topic in batch_handlers:
                             ours.setdefault(tp.topic, []).append(message)
                         else:
                             others.append((tp, message))

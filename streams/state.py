@@ -84,20 +84,21 @@ class PartitionedTable(faust.Table):
         self._pending_changes.append((key, value))
         kind = kind_of(key)
         self.keys_by_kind.setdefault(kind, {})[key] = None
+        self._update_subsets(kind, key, value)
+
+    def on_key_del(self, key: Any) -> None:
+        self._pending_changes.append((key, None))
+        kind = kind_of(key)
+        self.keys_by_kind.get(kind, {}).pop(key, None)
+        self._update_subsets(kind, key, None)
+
+    def _update_subsets(self, kind: str, key: str, value: Any) -> None:
         for subset_kind, predicate, keys in self.__dict__.get("_subsets", {}).values():
             if subset_kind == kind:
                 if value is not None and predicate(value):
                     keys[key] = None
                 else:
                     keys.pop(key, None)
-
-    def on_key_del(self, key: Any) -> None:
-        self._pending_changes.append((key, None))
-        kind = kind_of(key)
-        self.keys_by_kind.get(kind, {}).pop(key, None)
-        for subset_kind, _predicate, keys in self.__dict__.get("_subsets", {}).values():
-            if subset_kind == kind:
-                keys.pop(key, None)
 
     # Collectors read one kind of key at a time ("w" windows, "c" records, "s" stats ...); an index by
     # kind keeps a scrape from walking every record in the table.
@@ -253,18 +254,23 @@ def _kind_pairs(table: MutableMapping[str, Any], kinds: tuple[str, ...]) -> Iter
     return ((key, value) for key, value in list(table.items()) if kind_of(key) in kinds)
 
 
-def owned_entries(table: MutableMapping[str, Any], kinds: tuple[str, ...], partitions: set[int] | None
-                  ) -> Iterator[tuple[str, int, str, list[str], Any]]:
-    """(key, partition, kind, key fields after the kind, value) for keys of the given kinds in the given
-    partitions (None = all); tombstones are skipped. What the expire() timers walk."""
-    for key, value in _kind_pairs(table, kinds):
-        if value is None:
+def _owned(pairs: Iterator[tuple[str, Any]], partitions: set[int] | None
+           ) -> Iterator[tuple[str, int, str, list[str], Any]]:
+    for key, value in pairs:
+        if value is None:  # a tombstone, or a key a revoked partition left in the index
             continue
         p_str, kind, *fields = key.split("|")
         p = int(p_str)
         if partitions is not None and p not in partitions:
             continue
         yield key, p, kind, fields, value
+
+
+def owned_entries(table: MutableMapping[str, Any], kinds: tuple[str, ...], partitions: set[int] | None
+                  ) -> Iterator[tuple[str, int, str, list[str], Any]]:
+    """(key, partition, kind, key fields after the kind, value) for keys of the given kinds in the given
+    partitions (None = all); tombstones are skipped. What the expire() timers walk."""
+    return _owned(_kind_pairs(table, kinds), partitions)
 
 
 def iter_kind(table: MutableMapping[str, Any], kind: str, partitions: set[int] | None
@@ -279,18 +285,13 @@ def iter_where(table: MutableMapping[str, Any], kind: str, predicate: Callable[[
     """iter_kind() for only the values satisfying `predicate`, from the PartitionedTable's live subset."""
     subset = getattr(table, "subset", None)
     if subset is None:  # a plain dict (unit tests)
-        pairs = ((key, value) for key, value in list(table.items()) if kind_of(key) == kind)
+        pairs = _kind_pairs(table, (kind,))
     else:
         store = table.data
         pairs = ((key, store.get(key)) for key in list(subset(kind, predicate)))
-    for key, value in pairs:
-        if value is None or not predicate(value):  # checked again: a revoked partition's keys may linger
-            continue
-        p_str, _kind, *fields = key.split("|")
-        p = int(p_str)
-        if partitions is not None and p not in partitions:
-            continue
-        yield p, fields, value
+    for _key, p, _kind, fields, value in _owned(pairs, partitions):
+        if predicate(value):  # checked again: a revoked partition's keys may linger in the subset
+            yield p, fields, value
 
 
 def add_expired(table: MutableMapping[str, Any], expired_by_partition: dict[int, int], new_stats) -> None:

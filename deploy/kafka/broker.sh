@@ -10,7 +10,8 @@ KAFKA_VERSION="$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$HER
 CACHE="${CONTACTPULSE_CACHE:-$HOME/.cache/contactpulse}"
 LIBS="$CACHE/kafka-$KAFKA_VERSION/libs"
 PORT="${KAFKA_PORT:-9092}"
-# Not PORT+1: 9093 is Alertmanager's default port, and a stranger on the controller port stalls KRaft.
+# Not PORT+1: 9093 is Alertmanager's default port (Debian's package may start it), and a stranger on the
+# controller port can keep KRaft from ever opening the broker port.
 CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-$((PORT + 10000))}"
 STATE="${KAFKA_STATE_DIR:-$CACHE/broker-$PORT}"
 PIDFILE="$STATE/broker.pid"
