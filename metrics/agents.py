@@ -12,7 +12,7 @@ from prometheus_client.core import GaugeMetricFamily
 
 from metrics.kpi import CurrentWindows, merge_counts, ratio
 from metrics.pipeline_stats import TableCollector, event_families, label_overflow, sum_stats, watermark_family
-from streams.agents import BUSY_STATES, NO_QUEUE, TIMED_STATES
+from streams.agents import BUSY_STATES, NO_QUEUE, TIMED_STATES, agent_record, queue_list
 from streams.events import AGENT_STATES
 from streams.state import iter_kind
 
@@ -36,9 +36,10 @@ class AgentCollector(TableCollector):
         live: dict[tuple[str, str], int] = {}
         starts = cur.starts()
         for _p, _parts, rec in iter_kind(self.table, "a", partitions):
-            if not rec["tl"]:
+            rec = agent_record(rec)
+            if not rec["tt"]:
                 continue
-            since, state, queues = rec["tl"][-1]
+            since, state, queues = rec["tt"][-1], rec["ts"][-1], queue_list(rec["tq"][-1])
             for queue in queues or [NO_QUEUE]:
                 live[(queue, state)] = live.get((queue, state), 0) + 1
                 if state not in TIMED_STATES:
@@ -50,8 +51,7 @@ class AgentCollector(TableCollector):
                         per_state[state] = per_state.get(state, 0.0) + open_seconds
         return seconds, live
 
-    def collect(self) -> Iterable:
-        partitions = self.owned()
+    def collect_kpis(self, partitions: set[int] | None) -> Iterable:
         now = self.clock()
         seconds, live = self.snapshot(partitions, now)
         L = ["queue", "window"]
@@ -82,7 +82,6 @@ class AgentCollector(TableCollector):
                 if occ is not None:
                     occupancy.add_metric([queue, window], occ)
         yield from (agents, busy, available, per_state, occupancy)
-        yield from self.collect_stats(partitions)
 
     def collect_stats(self, partitions: set[int] | None) -> Iterable:
         t = sum_stats(self.table, partitions, "ovf")
@@ -106,8 +105,7 @@ class AgentHandleCollector(TableCollector):
                 merge_counts(out.setdefault((queue, agent, window), {}), counts)
         return out
 
-    def collect(self) -> Iterable:
-        partitions = self.owned()
+    def collect_kpis(self, partitions: set[int] | None) -> Iterable:
         L = ["queue", "agent", "window"]
         families = {field: GaugeMetricFamily(f"contactpulse_agent_{name}", doc, labels=L) for field, name, doc in (
             ("hnd", "contacts_handled", "Contacts the agent ended (handled) in the window."),

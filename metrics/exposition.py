@@ -51,8 +51,7 @@ class ContactCollector(TableCollector):
             out[key] = (n + 1, min(oldest, rec["off"]))
         return out
 
-    def collect(self) -> Iterable:
-        partitions = self.owned()
+    def collect_kpis(self, partitions: set[int] | None) -> Iterable:
         windows = self.current_windows(partitions)
         L = ["queue", "channel", "window"]
         LT = L + ["threshold"]
@@ -146,7 +145,6 @@ class ContactCollector(TableCollector):
         yield waiting
         yield oldest
         yield targets
-        yield from self.collect_stats(partitions)
 
     def collect_stats(self, partitions: set[int] | None) -> Iterable:
         t = sum_stats(self.table, partitions, "expired")

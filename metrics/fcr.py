@@ -79,8 +79,7 @@ class RepeatCollector(TableCollector):
                 _add(by_agent.setdefault((queue, agent, window, status), {}), counts)
         return by_queue, by_agent
 
-    def collect(self) -> Iterable:
-        partitions = self.owned()
+    def collect_kpis(self, partitions: set[int] | None) -> Iterable:
         by_queue, by_agent = self.summarise(partitions)
         LS = ["queue", "channel", "window", "status"]
         L = ["queue", "channel", "window"]
@@ -114,9 +113,12 @@ class RepeatCollector(TableCollector):
             a_marked.add_metric([queue, agent, window, status], c.get("ares", 0))
         window_seconds = GaugeMetricFamily("contactpulse_fcr_repeat_window_seconds", "Configured repeat window: a contact followed by another within it is not resolved on first contact.")
         window_seconds.add_metric([], self.s.repeat_window_seconds)
-        t = sum_stats(self.table, partitions, "agent_overflow")
         yield from (contacts, resolved, marked, marked_rep, unknown, pairs, a_contacts, a_resolved, a_marked,
-                    window_seconds, label_overflow(self.topic, "agent", t.extra["agent_overflow"]))
+                    window_seconds)
+
+    def collect_stats(self, partitions: set[int] | None) -> Iterable:
+        t = sum_stats(self.table, partitions, "agent_overflow")
+        yield label_overflow(self.topic, "agent", t.extra["agent_overflow"])
         # Internal records are not input events: counted apart, so events_accepted_total stays "events in".
         yield from event_families(self.topic, t, accepted_name="contactpulse_customer_contact_records",
                                   accepted_help="Records of the internal customer-contacts topic applied, by type (start, handled).")
@@ -139,8 +141,7 @@ class SurveyCollector(TableCollector):
                     _add(out.setdefault((a, b, window), {}), counts)
         return by_queue, by_agent
 
-    def collect(self) -> Iterable:
-        partitions = self.owned()
+    def collect_kpis(self, partitions: set[int] | None) -> Iterable:
         by_queue, by_agent = self.summarise(partitions)
         fams = {}
         for prefix, labels, rows in (("contactpulse_", ["queue", "channel", "window"], by_queue),
@@ -157,6 +158,8 @@ class SurveyCollector(TableCollector):
                     fam.add_metric(list(lv), c.get(field, 0))
                 fams[prefix + name] = fam
         yield from fams.values()
+
+    def collect_stats(self, partitions: set[int] | None) -> Iterable:
         t = sum_stats(self.table, partitions, "agent_overflow")
         yield label_overflow(self.topic, "agent", t.extra["agent_overflow"])
         yield from event_families(self.topic, t)

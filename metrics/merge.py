@@ -16,20 +16,49 @@ from typing import Iterable
 
 
 class MergedRegistry:
-    """Wraps a CollectorRegistry for generate_latest(): same-named families become one."""
+    """Wraps a CollectorRegistry for generate_latest(): same-named families become one.
+
+    collect(names) gives only the families exposing one of those sample names (what Prometheus asks for
+    with /metrics?name[]=...), and runs only the collectors that produced one of them before: a full
+    scrape of a busy worker renders ~18,000 series (~0.2 s), the pipelines' event counters alone a few
+    dozen. Which names a collector produces is learned whenever it runs; one not yet run is run."""
 
     def __init__(self, registry):
         self.registry = registry
+        self.produced: dict[object, frozenset[str]] = {}  # collector -> sample names it exposed last time
 
-    def collect(self) -> Iterable:
+    def collect(self, names: frozenset[str] | set[str] | None = None) -> Iterable:
         merged: dict[tuple[str, str], object] = {}
-        for family in self.registry.collect():
-            key = (family.name, family.type)
-            if key in merged:
-                merged[key].samples.extend(family.samples)
-            else:
-                merged[key] = family
+        for collector in list(self.registry._collector_to_names):
+            known = self.produced.get(collector)
+            if names is not None and known is not None and known.isdisjoint(names):
+                continue
+            exposed: set[str] = set()
+            for family in collector.collect():
+                family_names = exposed_names(family)
+                exposed |= family_names
+                if names is not None and family_names.isdisjoint(names):
+                    continue
+                key = (family.name, family.type)
+                if key in merged:
+                    merged[key].samples.extend(family.samples)
+                else:
+                    merged[key] = family
+            self.produced[collector] = frozenset(exposed)
         yield from merged.values()
+
+
+_SUFFIXES = {"counter": ("_total", "_created"), "histogram": ("_bucket", "_sum", "_count", "_created"),
+             "gaugehistogram": ("_bucket", "_gsum", "_gcount"), "summary": ("_sum", "_count", "_created"),
+             "info": ("_info",)}
+
+
+def exposed_names(family) -> set[str]:
+    """The sample names a family can expose, as Prometheus's name[] parameter names them."""
+    suffixes = _SUFFIXES.get(family.type)
+    if suffixes is None:
+        return {family.name}
+    return {family.name + suffix for suffix in suffixes} | ({family.name} if family.type != "counter" else set())
 
 
 _TYPE_IN_TEXT = {"gaugehistogram": "histogram", "unknown": "untyped", "info": "gauge", "stateset": "gauge"}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, MutableMapping
+from typing import Any, Callable, Iterable, MutableMapping
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -35,6 +35,34 @@ class TableCollector(Collector):
         self.owned = owned_partitions
         self.clock = clock
         self.topic = topic or self.topic_default
+        # False when the worker registers the pipeline's own counters apart (StatsCollector), so that
+        # /metrics?name[]=... and the wallboard can read either without computing the other.
+        self.include_stats = True
+
+    def collect(self) -> Iterable:
+        partitions = self.owned()
+        yield from self.collect_kpis(partitions)
+        if self.include_stats:
+            yield from self.collect_stats(partitions)
+
+    def collect_kpis(self, partitions: set[int] | None) -> Iterable:
+        """The pipeline's KPI families for the given partitions (None: all)."""
+        raise NotImplementedError
+
+    def collect_stats(self, partitions: set[int] | None) -> Iterable:
+        """The pipeline's own counters (events accepted, rejected, ...): cheap, read from "{p}|s"."""
+        return ()
+
+
+class StatsCollector(Collector):
+    """A pipeline's own counters as a collector of their own (see TableCollector.include_stats)."""
+
+    def __init__(self, kpis: TableCollector):
+        kpis.include_stats = False
+        self.kpis = kpis
+
+    def collect(self) -> Iterable:
+        return self.kpis.collect_stats(self.kpis.owned())
 
 
 @dataclass

@@ -92,8 +92,7 @@ class TicketCollector(TableCollector):
                 awaiting[labels] = (n + 1, min(oldest, rec["cr"][0]))
         return awaiting, by_status
 
-    def collect(self) -> Iterable:
-        partitions = self.owned()
+    def collect_kpis(self, partitions: set[int] | None) -> Iterable:
         now = self.clock()
         windows = self.current_windows(partitions, now)
         L = ["queue", "channel", "priority", "window"]
@@ -139,7 +138,6 @@ class TicketCollector(TableCollector):
             yield from biz.families()
         yield from (solved, solved_reopened, *res.families(), reopened, auto_ratio, reopen_ratio)
         yield from self.collect_live(partitions, now, windows)
-        yield from self.collect_stats(partitions)
 
     def collect_live(self, partitions: set[int] | None, now: float, windows: dict) -> Iterable:
         LL = ["queue", "channel", "priority"]

@@ -8,8 +8,9 @@ from prometheus_client.registry import Collector
 
 
 class WorkerCollector(Collector):
-    def __init__(self, app, topics: list[str]):
+    def __init__(self, app, topics: list[str], gc_full_collections=None):
         self.app = app
+        self.gc = gc_full_collections  # streams/gc_policy.FullCollections, None under CPython's own policy
         self.topics = set(topics)
         self.batches = 0
         self.last_batch = 0.0  # wall-clock time the last batch was committed to the tables
@@ -56,3 +57,6 @@ class WorkerCollector(Collector):
         except Exception:
             recovering.add_metric([], 1)
         yield from (assigned, lag, connected, batches, last_batch, recovering, read_back)
+        if self.gc is not None:
+            yield CounterMetricFamily("contactpulse_gc_full_collections", "Full garbage collections the worker made on its schedule (gc_full_collect_seconds).", value=self.gc.count)
+            yield CounterMetricFamily("contactpulse_gc_full_collection_seconds", "Time the worker was paused by those full collections.", value=self.gc.seconds)

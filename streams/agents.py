@@ -6,7 +6,7 @@ Two parts, both pure of Faust (unit tests drive them with a dict):
    and window, the seconds agents spent in each state (occupancy = busy / (busy + available)).
    Key layout of the "agents" table (partition first, see streams/state.py):
        "{p}|w|{kind}|{start}|{queue}"   seconds per state in one window: kind i=interval, d=day, m=minute
-       "{p}|a|{agent_id}"               the agent: recent state changes ("tl"), dedupe ids
+       "{p}|a|{agent_id}"               the agent: recent state changes, dedupe ids (see new_agent_record)
        "{p}|s"                          partition bookkeeping: watermark, accepted/rejected counts, queues
    Time in a state is attributed when the state ends (the next change arrives); the still-open state
    is added at scrape time by metrics/agents.py, so the current interval moves with the clock.
@@ -54,6 +54,34 @@ def new_stats() -> dict:
 RECENT_IDS = 64  # event ids an agent record keeps whatever their age (see AgentProcessor._process)
 
 
+def new_agent_record() -> dict:
+    """An agent's record: its timeline, entry k holding from tt[k] to tt[k+1] in state ts[k] for the queues
+    tq[k] (comma-joined: queue names cannot contain a comma), in event-time order; and the ids of the events
+    it applied: ie[k] applied at input offset io[k], with event time it[k].
+
+    Flat lists, not a list per entry: a record is copied with every batch that touches the agent, and each
+    small list is an object the garbage collector must track; per-entry lists made a busy agent ~240 of
+    them, whose churn triggered most of the worker's full collections (half its CPU, measured)."""
+    return {"o": -1, "tt": [], "ts": [], "tq": [], "ie": [], "it": [], "io": []}
+
+
+def agent_record(rec: dict) -> dict:
+    """The record in the layout of new_agent_record(); one written by an earlier version had "tl" =
+    [[ts, state, queues], ...] and "ids" = [[event_id, ts, offset], ...]: a converted copy of it."""
+    if "tl" not in rec:
+        return rec
+    tl, ids = rec["tl"], rec["ids"]
+    out = {k: v for k, v in rec.items() if k not in ("tl", "ids")}
+    out.update(tt=[e[0] for e in tl], ts=[e[1] for e in tl], tq=[",".join(e[2]) for e in tl],
+               ie=[i[0] for i in ids], it=[i[1] for i in ids], io=[i[2] for i in ids])
+    return out
+
+
+def queue_list(joined: str) -> list[str]:
+    """The queues of a timeline entry (tq[k])."""
+    return joined.split(",") if joined else []
+
+
 class AgentProcessor(BatchProcessor):
     flush_order = FLUSH_ORDER
 
@@ -82,31 +110,41 @@ class AgentProcessor(BatchProcessor):
 
         rkey = f"{p}|a|{ev.agent_id}"
         rec = view.get(rkey)
+        if rec is not None:
+            rec = agent_record(rec)
         if rec is not None and o <= rec["o"]:
             # Reprocessing after a crash that wrote this record but not the stats: the record holds the
-            # message's effect; its ids (event_id, ts, offset) say whether it was applied, late or a repeat.
-            bk.recount(rec, any(i[0] == ev.event_id and i[2] == o for i in rec["ids"]), ev.ts, accept)
+            # message's effect; its ids (event_id, offset) say whether it was applied, late or a repeat.
+            ie = rec["ie"]
+            applied = ev.event_id in ie and rec["io"][ie.index(ev.event_id)] == o
+            bk.recount(rec, applied, ev.ts, accept)
             return
         if rec is None:
-            rec = {"o": -1, "tl": [], "ids": []}
-        if any(i[0] == ev.event_id for i in rec["ids"]):
+            rec = new_agent_record()
+        if ev.event_id in rec["ie"]:
             bk.duplicate()
             return
         late = self._place(view, p, o, rec, ev, queues, self.cutoff(bk.stats["wm"]), now)
         bk.settle(rec, late, accept)
         bk.advance_watermark(ev.ts)
-        newest = max(ev.ts, rec["tl"][-1][0] if rec["tl"] else ev.ts)
+        tt = rec["tt"]
+        newest = max(ev.ts, tt[-1]) if tt else ev.ts
         # A repeat of an event older than the oldest state the timeline keeps is rejected as too late
         # (_place: its successor is before the cutoff), so its id is no longer needed to spot it. Without
         # this, a busy agent's record carried a day of ids (~30 kB) into every read and changelog write.
         # The newest RECENT_IDS stay whatever their time: a replay after a crash recounts them exactly.
-        keep_from = max(newest - self.s.dedupe_horizon_seconds, rec["tl"][0][0] if rec["tl"] else newest)
-        ids = rec["ids"]
-        rec["ids"] = [i for n, i in enumerate(ids) if i[1] >= keep_from or n >= len(ids) - RECENT_IDS]
-        rec["ids"].append([ev.event_id, ev.ts, o])
-        if "late" in rec:
-            kept = {i[2] for i in rec["ids"]}
-            rec["late"] = [x for x in rec["late"] if x in kept]
+        keep_from = max(newest - self.s.dedupe_horizon_seconds, tt[0] if tt else newest)
+        ie, it, io = rec["ie"], rec["it"], rec["io"]
+        n = len(ie)
+        if n > RECENT_IDS and min(it[:n - RECENT_IDS]) < keep_from:
+            keep = [k for k in range(n) if it[k] >= keep_from or k >= n - RECENT_IDS]
+            rec["ie"], rec["it"], rec["io"] = [ie[k] for k in keep], [it[k] for k in keep], [io[k] for k in keep]
+            if "late" in rec:
+                kept = set(rec["io"])
+                rec["late"] = [x for x in rec["late"] if x in kept]
+        rec["ie"].append(ev.event_id)
+        rec["it"].append(ev.ts)
+        rec["io"].append(o)
         rec["o"] = o
         view.put(rkey, rec)
 
@@ -134,33 +172,37 @@ class AgentProcessor(BatchProcessor):
                cutoff: float, now: float) -> str | None:
         """Insert the state change into the agent's timeline and move time between states in the windows.
 
-        tl = [[ts, state, queues], ...] in event-time order; entry k holds from its ts to entry k+1's ts.
+        The timeline (new_agent_record) is in event-time order; entry k holds from tt[k] to tt[k + 1].
         * newest event (the usual case): the previous state ends at ev.ts -> its time is added.
         * older event between two known changes: [ev.ts, next change) moves from the previous state to
           this one; only time at or after `cutoff` moves, since older intervals are final.
         Equal timestamps: the event that arrives later counts as the later change.
         """
-        tl = rec["tl"]
-        k = bisect_right([e[0] for e in tl], ev.ts)
+        tt, states, tq = rec["tt"], rec["ts"], rec["tq"]
+        k = bisect_right(tt, ev.ts)
         if queues is None:  # not given: the queues the agent had just before
-            queues = list(tl[k - 1][2]) if k else []
+            queues = queue_list(tq[k - 1]) if k else []
         deltas: dict[tuple[str, str], dict[str, float]] = {}  # (queue, kind|start) -> state -> seconds
-        if k < len(tl):
-            nxt = tl[k][0]
+        if k < len(tt):
+            nxt = tt[k]
             if nxt <= cutoff:
                 return (f"state change at {ev.ts:.0f} would only change intervals closed more than "
                         f"{self.s.allowed_lateness_seconds} s ago")
             start = max(ev.ts, cutoff)
             if k:
-                self._spread(deltas, tl[k - 1][1], tl[k - 1][2], start, nxt, -1.0, now)
+                self._spread(deltas, states[k - 1], queue_list(tq[k - 1]), start, nxt, -1.0, now)
             self._spread(deltas, ev.state, queues, start, nxt, 1.0, now)
         elif k:
-            prev = tl[k - 1]
-            self._spread(deltas, prev[1], prev[2], prev[0], ev.ts, 1.0, now)
-        tl.insert(k, [ev.ts, ev.state, queues])
+            self._spread(deltas, states[k - 1], queue_list(tq[k - 1]), tt[k - 1], ev.ts, 1.0, now)
+        tt.insert(k, ev.ts)
+        states.insert(k, ev.state)
+        tq.insert(k, ",".join(queues))
         # Entries whose successor started before the cutoff can never be a "previous state" again.
-        while len(tl) >= 2 and tl[1][0] <= cutoff:
-            tl.pop(0)
+        drop = 0
+        while len(tt) - drop >= 2 and tt[drop + 1] <= cutoff:
+            drop += 1
+        if drop:
+            del tt[:drop], states[:drop], tq[:drop]
         self._write(view, p, o, deltas)
         return None
 
@@ -204,7 +246,7 @@ class AgentProcessor(BatchProcessor):
             if kind == "w" and float(rest[1]) + self.keep[rest[0]] < now:
                 del self.table[key]
                 removed += 1
-            elif kind == "a" and value["tl"] and value["tl"][-1][0] + self.s.max_event_age_seconds < now:
+            elif kind == "a" and (tt := agent_record(value)["tt"]) and tt[-1] + self.s.max_event_age_seconds < now:
                 del self.table[key]
                 removed += 1
         return removed

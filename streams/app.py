@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import faust
-import orjson
 from faust.sensors import Monitor
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -23,6 +22,7 @@ from metrics.agents import AgentCollector, AgentHandleCollector
 from metrics.exposition import ContactCollector
 from metrics.fcr import RepeatCollector, SurveyCollector
 from metrics.merge import MergedRegistry, render
+from metrics.pipeline_stats import StatsCollector
 from metrics.tickets import TicketCollector
 from metrics.worker import WorkerCollector
 from streams.agents import AgentProcessor
@@ -32,10 +32,10 @@ from streams.contacts import ContactProcessor
 from streams.pipeline import Message, Pipeline
 from streams.repeats import RepeatProcessor
 from streams.ordering import InOrder
-from streams.state import PartitionedTable, acknowledged, track
+from streams.state import PartitionedTable, acknowledged, json_bytes, send_batches
 from streams.surveys import SurveyProcessor
 from streams.tickets import TicketProcessor
-from streams import web_security
+from streams import gc_policy, web_security
 from streams.topics import AGENT_EVENTS, CONTACT_EVENTS, CUSTOMER_CONTACTS, DEAD_LETTERS, SURVEY_EVENTS, TICKET_EVENTS
 
 log = logging.getLogger("contactpulse")
@@ -44,6 +44,8 @@ log = logging.getLogger("contactpulse")
 logging.getLogger("aiokafka").setLevel(logging.WARNING)
 
 settings = load_settings()
+# Full garbage collections on the worker's own schedule, not CPython's (streams/gc_policy.py).
+gc_full_collections = gc_policy.FullCollections() if gc_policy.configure(settings.gc_full_collect_seconds) else None
 
 
 def survey_processor(s, table):
@@ -122,9 +124,15 @@ registry = CollectorRegistry(auto_describe=False)
 DEAD_LETTER_MAX_VALUE_BYTES = 512 * 1024
 
 
-async def send(name: str, key: bytes | None, value: bytes | None) -> "asyncio.Future":
-    """Produce to a topic (logical name, prefix added) straight through aiokafka; returns the tracked ack."""
-    return track(await app.producer._ensure_producer().send(settings.topic_prefix + name, value, key=key))
+async def produce(records: list[tuple[str, bytes | None, bytes | None]]) -> list["asyncio.Future"]:
+    """Produce (logical topic, key, value) records (prefix added; partition by key), a record batch per
+    topic-partition; returns the tracked acks (streams/state.py send_batches)."""
+    producer = app.producer._ensure_producer()
+    by_topic: dict[str, list] = {}
+    for name, key, value in records:
+        by_topic.setdefault(name, []).append((None, key, value))
+    return [sent for name, batch in by_topic.items()
+            for sent in await send_batches(producer, settings.topic_prefix + name, batch)]
 
 
 def dead_letter(msg: Message, reason: str, detail: str) -> bytes:
@@ -143,7 +151,7 @@ def dead_letter(msg: Message, reason: str, detail: str) -> bytes:
         record.update(value_bytes=len(value), value_sha256=hashlib.sha256(value).hexdigest(), value_truncated=True)
         value = value[:DEAD_LETTER_MAX_VALUE_BYTES]
     record["value"] = base64.b64encode(value).decode() if value is not None else None
-    return orjson.dumps(record)
+    return json_bytes(record)
 
 
 def owned_by_topic(topic: str):
@@ -186,15 +194,17 @@ def install(p: Pipeline):
     processor = p.make_processor(settings, table)
     owned = owned_by_topic(topic_name)
     if p.make_collector is not None:
-        registry.register(p.make_collector(settings, table, owned))
+        kpis = p.make_collector(settings, table, owned)
+        registry.register(kpis)
+        registry.register(StatsCollector(kpis))  # the event counters apart: cheap to read on their own
 
     in_order = InOrder(settings.bootstrap_servers, table)
     ordered[p.name] = in_order
 
     async def process(batch):
         """One fetch of this topic's messages (streams/consumer.py); acked, so committable, on return."""
-        messages = [Message(m.topic, m.partition, m.offset, m.key, m.value) for m in batch]
-        await handle(await in_order.fill(messages))  # holes Faust left are read back first
+        # aiokafka's records have the fields of streams.pipeline.Message (topic, partition, offset, key, value)
+        await handle(await in_order.fill(batch))  # holes Faust left are read back first
 
     async def catch_up():
         """Idle for a while yet behind the end of a partition: Faust skipped messages it will not resend."""
@@ -218,9 +228,8 @@ def install(p: Pipeline):
             return
         async with writing:
             view, result = processor.apply(messages)
-            sends = [await send(DEAD_LETTERS, rejection.reason.encode(), dead_letter(msg, *rejection))
-                     for msg, rejection in result.dead_letters]
-            sends += [await send(name, key, value) for name, key, value in result.outputs]
+            sends = await produce([(DEAD_LETTERS, rejection.reason.encode(), dead_letter(msg, *rejection))
+                                   for msg, rejection in result.dead_letters] + result.outputs)
             await acknowledged(sends)  # dead letters and re-keyed events are durable before "done" is written
             processor.commit(view)
             worker_collector.batches += 1
@@ -245,18 +254,29 @@ def install(p: Pipeline):
 
 
 installed = {p.name: install(p) for p in PIPELINES}
+
+if gc_full_collections is not None:
+    @app.timer(interval=float(settings.gc_full_collect_seconds), name="contactpulse.gc_full_collection")
+    async def gc_full_collection():
+        gc_full_collections.run()
+
 contacts, contacts_table, CONTACT_TOPIC = installed["contacts"]
 # Handle time per agent lives in the contacts table (streams/agents.add_agent_handle).
 registry.register(AgentHandleCollector(settings, contacts_table, owned_by_topic(CONTACT_TOPIC)))
-worker_collector = WorkerCollector(app, [topic for _, _, topic in installed.values()])
+worker_collector = WorkerCollector(app, [topic for _, _, topic in installed.values()], gc_full_collections)
 registry.register(worker_collector)
+
+
+# Several pipelines export the same families (events_accepted_total{topic}, ...): merged by name.
+exposition = MergedRegistry(registry)
 
 
 @app.page("/metrics")
 async def metrics_page(web, request):
+    # ?name[]=a&name[]=b: only those series, as prometheus_client's own handler offers (Prometheus: `params`)
+    names = frozenset(request.query.getall("name[]", ())) or None
     # aiohttp refuses a charset inside content_type; the exposition format is UTF-8 by definition
-    # MergedRegistry: several pipelines export the same families (events_accepted_total{topic}, ...)
-    return web.bytes(render(MergedRegistry(registry).collect()),
+    return web.bytes(render(exposition.collect(names)),
                      content_type=CONTENT_TYPE_LATEST.replace("; charset=utf-8", ""))
 
 
@@ -269,4 +289,4 @@ async def health_page(web, request):
 # The TV wallboard at /wallboard (streams/wallboard.py): reads the same samples as /metrics.
 from streams import wallboard  # noqa: E402
 
-wallboard_board = wallboard.register(app, registry, settings, owned_by_topic(CONTACT_TOPIC))
+wallboard_board = wallboard.register(app, exposition, settings, owned_by_topic(CONTACT_TOPIC))

@@ -67,6 +67,9 @@ class Settings:
     # Throughput: events are handled in batches (one Kafka fetch each, at most this many messages) and
     # each table key is written once per batch.
     batch_size: int = 2000
+    # Garbage collection (streams/gc_policy.py): the worker makes a full collection this often itself;
+    # 0 = CPython's automatic full collections (pauses that grow with the tables).
+    gc_full_collect_seconds: int = 3600
     # Repeat contacts / FCR.
     repeat_window_seconds: int = 72 * 3600
     identity_secret: str = DEFAULT_IDENTITY_SECRET
@@ -258,6 +261,8 @@ def validate(s: Settings) -> None:
                  "max_open_contact_seconds", "dedupe_horizon_seconds"):
         if getattr(s, name) <= 0:
             errors.append(f"{name}: must be > 0, got {getattr(s, name)}")
+    if s.gc_full_collect_seconds < 0:
+        errors.append(f"gc_full_collect_seconds: must be >= 0 (0 = CPython's own full collections), got {s.gc_full_collect_seconds}")
     if s.web_basic_auth and ":" not in s.web_basic_auth:
         errors.append("web_basic_auth: expected user:password")
     if bool(s.web_tls_cert) != bool(s.web_tls_key):

@@ -27,13 +27,11 @@ import time
 from bisect import bisect_right
 from typing import Any, Callable, MutableMapping
 
-import orjson
-
 from metrics.kpi import day_start, interval_start
 from streams.config import Settings
 from streams.events import CHANNELS, Rejection, decode_object
 from streams.pipeline import BatchProcessor, BatchResult, Bookkeeping, Message
-from streams.state import BatchView, owned_entries
+from streams.state import BatchView, json_bytes, owned_entries
 from streams.topics import CUSTOMER_CONTACTS
 
 TOPIC = CUSTOMER_CONTACTS
@@ -57,7 +55,7 @@ def customer_contact_records(rec: dict, contact_id: str) -> list[tuple[str, byte
     customer = rec.get("cust")
     if customer and "off" in rec and "fs" not in rec:
         rec["fs"] = 1
-        out.append((TOPIC, customer.encode(), orjson.dumps(
+        out.append((TOPIC, customer.encode(), json_bytes(
             {"k": "start", "c": contact_id, "t": rec["off"], "q": rec["q"], "ch": rec["ch"]})))
     # Only once the offer is in too: it usually carries the customer, and an end that arrives first
     # (out of order) would otherwise go out as "unknown customer" for good.
@@ -67,7 +65,7 @@ def customer_contact_records(rec: dict, contact_id: str) -> list[tuple[str, byte
                  "ch": rec["ch"], "a": rec.get("agent"), "r": bool(rec.get("res"))}
         if not customer:
             value["u"] = True  # counted as unknown customer, never matched
-        out.append((TOPIC, (customer or contact_id).encode(), orjson.dumps(value)))
+        out.append((TOPIC, (customer or contact_id).encode(), json_bytes(value)))
     return out
 
 

@@ -36,17 +36,21 @@ class PartitionedRocksDBStore(faust_rocksdb.Store):
     def _del(self, key: bytes) -> None:
         self._unacknowledged[key] = None
 
-    def acknowledged(self, partition: int, key: bytes, value: bytes | None, offset: int) -> None:
-        """Kafka holds `key` = `value` at `offset` of changelog partition `partition`: store both locally."""
+    def acknowledged_batch(self, partition: int, items: list[tuple[bytes, bytes | None]], base_offset: int) -> None:
+        """Kafka holds the batch `items` [(key, value), ...] from `base_offset` on in changelog partition
+        `partition`: store them locally, with the offset of the last, in one atomic write."""
         batch = faust_rocksdb.rocksdict.WriteBatch(raw_mode=True)
-        if value is None:
-            batch.delete(key)
-        else:
-            batch.put(key, value)
-        batch.put(self.offset_key, str(offset).encode())
+        for key, value in items:
+            if value is None:
+                batch.delete(key)
+            else:
+                batch.put(key, value)
+        batch.put(self.offset_key, str(base_offset + len(items) - 1).encode())
         self._db_for_partition(partition).write(batch)
-        if key in self._unacknowledged and self._unacknowledged[key] == value:  # no newer write pending
-            del self._unacknowledged[key]
+        pending = self._unacknowledged
+        for key, value in items:
+            if key in pending and pending[key] == value:  # no newer write pending
+                del pending[key]
 
     # -- reads: pending writes first, then the key's own partition ------------------------------------------
     def _get(self, key: bytes) -> bytes | None:

@@ -24,8 +24,10 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable, Iterable, Mapping
 
 import orjson
+from prometheus_client import CollectorRegistry
 
 from metrics.kpi import day_start, interval_start, ratio
+from metrics.merge import MergedRegistry
 from streams.config import Settings
 
 log = logging.getLogger("contactpulse.wallboard")
@@ -201,9 +203,11 @@ def window_start(window: str, now: float, settings: Settings) -> float:
 
 
 def registry_samples(registry) -> list[Sample]:
-    """The samples /metrics would show right now, restricted to the series a snapshot reads."""
+    """The samples /metrics would show right now, restricted to the series a snapshot reads.
+
+    Only the collectors of those series run (not the per-agent ones that make most of a scrape)."""
     out: list[Sample] = []
-    for family in registry.collect():
+    for family in registry.collect(WANTED):
         for s in family.samples:
             if s.name in WANTED:
                 out.append((s.name, s.labels, s.value))
@@ -248,7 +252,8 @@ class Board:
                  recovering: Callable[[], bool] = lambda: False, clock: Callable[[], float] = time.time,
                  fetch: Callable[[str, Mapping[str, str]], Awaitable[bytes]] | None = None):
         self.s = settings
-        self.registry = registry
+        # collect(names) of only the families a snapshot reads (metrics/merge.py)
+        self.registry = MergedRegistry(registry) if isinstance(registry, CollectorRegistry) else registry
         self.owned = owned
         self.recovering = recovering
         self.clock = clock

@@ -262,6 +262,29 @@ def test_replay_after_crash_counts_nothing_twice():
     assert f.stats()["acc"] == {"state": 4} and f.stats()["dup"] == 0
 
 
+def test_the_agent_record_keeps_flat_lists_and_reads_the_earlier_layout():
+    f = AgentFeed(now=B + 300)
+    a, oc, acw, a2 = in_order(f)
+    f.run(a, oc)
+    # Flat lists (one per field, not one per entry: see new_agent_record), offsets 1 and 2 as delivered.
+    assert f.table["0|a|a1"] == {"o": 2, "tt": [B - 100, B + 50], "ts": ["available", "on_contact"],
+                                 "tq": ["sales", "sales"], "ie": ["a1-available-" + str(B - 100),
+                                                                  "a1-on_contact-" + str(B + 50)],
+                                 "it": [B - 100, B + 50], "io": [1, 2]}
+    # The same record as an earlier version wrote it: a list per timeline entry and per event id.
+    old = AgentFeed(now=B + 300)
+    old.table.update(orjson.loads(orjson.dumps(f.table)))
+    rec = old.table["0|a|a1"]
+    old.table["0|a|a1"] = {"o": 2, "tl": [[t, st, q.split(",")] for t, st, q in zip(rec["tt"], rec["ts"], rec["tq"])],
+                           "ids": [[e, t, o] for e, t, o in zip(rec["ie"], rec["it"], rec["io"])]}
+    assert old.metrics().get1("contactpulse_agents", queue="sales", state="on_contact") == 1
+    old.offset = 2  # the wrap-up and the last change at offsets 3 and 4, as in f
+    old.run(*[old.msg("a1", *STEPS[i]) for i in (2, 3)])
+    f.run(acw, a2)
+    assert old.table == f.table  # converted on first write, then the same windows, record and stats
+    assert f.seconds("i", B) == {"available": 50.0, "on_contact": 150.0, "after_contact_work": 30.0}
+
+
 def test_expire_drops_old_windows_and_forgotten_agents():
     f = AgentFeed(now=B + 300)
     f.run(*in_order(f))

@@ -26,6 +26,7 @@ def test_env_and_per_queue_targets():
     ({"CONTACTPULSE_REPLICATION": "0"}, "replication: must be >= 1 (at most the number of brokers), got 0"),
     ({"CONTACTPULSE_STANDBY_REPLICAS": "-1"}, "standby_replicas: must be >= 0, got -1"),
     ({"CONTACTPULSE_STORE": "redis://"}, "store: must be memory:// or rocksdb://"),
+    ({"CONTACTPULSE_GC_FULL_COLLECT_SECONDS": "-5"}, "gc_full_collect_seconds: must be >= 0 (0 = CPython's own full collections), got -5"),
 ])
 def test_bad_settings_give_clear_messages(env, message):
     with pytest.raises(ConfigError) as err:

@@ -69,3 +69,41 @@ def test_a_busy_workers_families_render_as_generate_latest():
     # A real workload, not an empty one: per-agent series, SL windows and ticket histograms are all there.
     assert text.count(b"\ncontactpulse_agent_contacts_handled{") >= 36
     assert b"\ncontactpulse_contacts_answered_within{" in text and b"contactpulse_tickets_first_response" in text
+
+
+class Counted(Collector):
+    """Yields fixed families and counts how often it was asked to."""
+
+    def __init__(self, *families):
+        self.families, self.calls = families, 0
+
+    def collect(self):
+        self.calls += 1
+        for name, kind, topic, value in self.families:
+            family = (CounterMetricFamily if kind == "counter" else GaugeMetricFamily)(name, "Help.", labels=["topic"])
+            family.add_metric([topic], value)
+            yield family
+
+
+def test_name_filter_runs_only_the_collectors_that_expose_those_names():
+    a = Counted(("x_events", "counter", "a", 3), ("x_ratio", "gauge", "a", 0.5))
+    b = Counted(("y_agents", "gauge", "b", 7))
+    c = Counted(("x_events", "counter", "c", 4))
+    registry = CollectorRegistry(auto_describe=False)
+    for collector in (a, b, c):
+        registry.register(collector)
+    merged = MergedRegistry(registry)
+    # Nothing learned yet: every collector runs, only the asked-for family comes back, merged across a and c.
+    got = render(merged.collect(frozenset({"x_events_total"})))
+    assert got == (b'# HELP x_events_total Help.\n# TYPE x_events_total counter\n'
+                   b'x_events_total{topic="a"} 3.0\nx_events_total{topic="c"} 4.0\n')
+    assert (a.calls, b.calls, c.calls) == (1, 1, 1)
+    # Learned: b exposes only y_agents, so it is not run for x_events_total again.
+    assert render(merged.collect(frozenset({"x_events_total"}))) == got
+    assert (a.calls, b.calls, c.calls) == (2, 1, 2)
+    assert render(merged.collect(frozenset({"y_agents"}))) == b'# HELP y_agents Help.\n# TYPE y_agents gauge\ny_agents{topic="b"} 7.0\n'
+    assert (a.calls, b.calls, c.calls) == (2, 2, 2)
+    assert render(merged.collect(frozenset({"nothing_like_it"}))) == b""
+    assert (a.calls, b.calls, c.calls) == (2, 2, 2)
+    # No filter: everything, as generate_latest() has it.
+    assert render(merged.collect()) == generate_latest(MergedRegistry(registry))

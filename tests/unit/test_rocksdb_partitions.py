@@ -30,8 +30,8 @@ def test_keys_go_to_their_own_partition_once_acknowledged_and_survive_a_reopen(t
     k0, k1 = orjson.dumps("0|s"), orjson.dumps("1|c|abc")
     assert db0.get(k0) is None and db1.get(k1) is None  # not on disk before Kafka has them
 
-    store.acknowledged(0, k0, orjson.dumps({"o": 7}), offset=41)
-    store.acknowledged(1, k1, orjson.dumps({"o": 3, "q": "sales"}), offset=5)
+    store.acknowledged_batch(0, [(k0, orjson.dumps({"o": 7}))], 41)
+    store.acknowledged_batch(1, [(k1, orjson.dumps({"o": 3, "q": "sales"}))], 5)
     assert db0.get(k0) == orjson.dumps({"o": 7}) and db1.get(k1) is not None
     assert db0.get(k1) is None and db1.get(k0) is None  # each key in its partition's database only
     assert store._unacknowledged == {}
@@ -40,11 +40,11 @@ def test_keys_go_to_their_own_partition_once_acknowledged_and_survive_a_reopen(t
 
     # A newer write still waiting for Kafka is what reads see, even after the older one is acknowledged.
     table["0|s"] = {"o": 9}
-    store.acknowledged(0, k0, orjson.dumps({"o": 7}), offset=41)
+    store.acknowledged_batch(0, [(k0, orjson.dumps({"o": 7}))], 41)
     assert table.get("0|s") == {"o": 9}
     del table["1|c|abc"]
     assert table.get("1|c|abc") is None and db1.get(k1) is not None  # deletion pending
-    store.acknowledged(1, k1, None, offset=6)
+    store.acknowledged_batch(1, [(k1, None)], 6)
     assert db1.get(k1) is None and store.persisted_offset(TP(changelog, 1)) == 6
 
     # Reopened (a restart): what Kafka acknowledged is there; the unacknowledged {"o": 9} is not.

@@ -231,7 +231,7 @@ def test_samples_are_shared_between_clients_within_half_a_push_period():
     calls = []
 
     class CountingRegistry:
-        def collect(self):
+        def collect(self, names=None):
             calls.append(1)
             return []
 
