@@ -15,7 +15,7 @@ from metrics.kpi import CurrentWindows, merge_counts, ratio, sl_counts, wait_buc
 from metrics.pipeline_stats import TableCollector, event_families, label_overflow, sum_stats, topic_counter, watermark_family
 from streams.config import Settings
 from streams.contacts import is_waiting
-from streams.state import iter_kind, iter_where
+from streams.state import iter_where, iter_windows
 
 
 
@@ -36,7 +36,7 @@ class ContactCollector(TableCollector):
         """Counts per (queue, channel, window) for the windows that contain 'now'."""
         cur = CurrentWindows(self.s, self.clock())
         out: dict[tuple[str, str, str], dict] = {}
-        for _p, (kind, start, queue, channel), counts in iter_kind(self.table, "w", partitions):
+        for _p, (kind, start, queue, channel), counts in iter_windows(self.table, "w", cur.fragments(), partitions):
             window = cur.window_of(kind, int(start))
             if window is not None:
                 merge_counts(out.setdefault((queue, channel, window), {}), counts)

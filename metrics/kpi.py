@@ -69,6 +69,11 @@ class CurrentWindows:
     def starts(self) -> dict[str, int]:
         return {"interval": self.interval, "today": self.day, "trailing": self.first_minute}
 
+    def fragments(self) -> frozenset[str]:
+        """"{kind}|{start}" of every stored window that is current (what streams/state.iter_windows matches)."""
+        minutes = range(self.first_minute, self.minute + 1, 60)
+        return frozenset([f"i|{self.interval}", f"d|{self.day}", *(f"m|{m}" for m in minutes)])
+
 
 def service_level(numerator: float, denominator: float) -> float | None:
     """None when nothing was offered: 'no data' is not 0% and not 100%."""

@@ -15,7 +15,7 @@ from metrics.distribution import cumulative_buckets, merge_dists, quantile
 from metrics.kpi import CurrentWindows, ratio
 from metrics.pipeline_stats import TableCollector, event_families, sum_stats, topic_counter, watermark_family
 from streams.config import Settings
-from streams.state import iter_kind, iter_where
+from streams.state import iter_where, iter_windows
 from streams.tickets import (FRT_BUCKETS, RESOLUTION_BUCKETS, SOLVED_BY, STATUSES, awaiting_first_response,
                              is_live, new_window, ticket_status)
 from streams.topics import TICKET_EVENTS
@@ -72,7 +72,8 @@ class TicketCollector(TableCollector):
         """Merged counts per (queue, channel, priority, window) for the windows that contain `now`."""
         cur = CurrentWindows(self.s, now)
         parts: dict[tuple[str, str, str, str], list[dict]] = {}
-        for _p, (kind, start, queue, channel, priority), counts in iter_kind(self.table, "w", partitions):
+        for _p, (kind, start, queue, channel, priority), counts in iter_windows(self.table, "w", cur.fragments(),
+                                                                                  partitions):
             window = cur.window_of(kind, int(start))
             if window is not None:
                 parts.setdefault((queue, channel, priority, window), []).append(counts)

@@ -235,14 +235,14 @@ class AgentProcessor(BatchProcessor):
             view.put(key, w)
 
     # -- housekeeping (called from a timer) --------------------------------------------------------
-    def expire(self, partitions: set[int] | None, now: float | None = None) -> int:
+    def expire(self, partitions: set[int] | None, now: float | None = None, shard: tuple[int, int] = (0, 1)) -> int:
         """Drop windows nobody reads any more and agents with no event within max_event_age_seconds.
 
         An agent record is kept that long (also when logged out) so that no accepted event can be older
         than a forgotten agent's last change (that would bring back a stale state)."""
         now = self.clock() if now is None else now
         removed = 0
-        for key, _p, kind, rest, value in owned_entries(self.table, ("w", "a"), partitions):
+        for key, _p, kind, rest, value in owned_entries(self.table, ("w", "a"), partitions, shard):
             if kind == "w" and float(rest[1]) + self.keep[rest[0]] < now:
                 del self.table[key]
                 removed += 1

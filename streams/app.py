@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import itertools
 import logging
 import time
 from pathlib import Path
@@ -180,6 +181,10 @@ async def send_all_pending() -> None:
             await table.send_pending()
 
 
+# Housekeeping (expire) looks at every record every EXPIRE_EVERY seconds, a tenth of them at a time: one
+# walk over 150,000 customers held the batches up ~0.25 s, a tenth of it ~0.03 s.
+EXPIRE_EVERY, EXPIRE_SHARDS = 30.0, 10
+
 ordered: dict[str, InOrder] = {}  # per pipeline: fills the holes Faust leaves in a partition's offsets
 
 
@@ -239,9 +244,12 @@ def install(p: Pipeline):
         applied_at[0] = time.time()
         worker_collector.read_back = sum(o.filled for o in ordered.values())
 
+    rounds = itertools.count()
+
     async def expire():
+        shard = (next(rounds) % EXPIRE_SHARDS, EXPIRE_SHARDS)
         async with writing:
-            removed = processor.expire(owned())
+            removed = processor.expire(owned(), shard=shard)
             await send_all_pending()
         if removed:
             log.info("%s: expired %d finished records and old windows", p.name, removed)
@@ -249,7 +257,7 @@ def install(p: Pipeline):
     app.topics.add(topic)  # subscribed by Faust's consumer group, delivered by streams/consumer.py
     batch_handlers[topic_name] = process
     app.timer(interval=5.0, name=f"contactpulse.catch_up_{p.name}")(catch_up)
-    app.timer(interval=30.0, name=f"contactpulse.expire_{p.name}")(expire)
+    app.timer(interval=EXPIRE_EVERY / EXPIRE_SHARDS, name=f"contactpulse.expire_{p.name}")(expire)
     return processor, table, topic_name
 
 

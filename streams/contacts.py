@@ -226,7 +226,7 @@ class ContactProcessor(BatchProcessor):
         return None
 
     # -- housekeeping (called from a timer) --------------------------------------------------------
-    def expire(self, partitions: set[int] | None, now: float | None = None) -> int:
+    def expire(self, partitions: set[int] | None, now: float | None = None, shard: tuple[int, int] = (0, 1)) -> int:
         """Drop finished records and windows nobody reads any more; give up on contacts open too long."""
         now = self.clock() if now is None else now
         s = self.s
@@ -238,7 +238,7 @@ class ContactProcessor(BatchProcessor):
         horizon_closed = s.interval_seconds + s.allowed_lateness_seconds
         removed = 0
         expired_by_partition: dict[int, int] = {}
-        for key, p, kind, rest, value in owned_entries(self.table, ("w", "a", "c"), partitions):
+        for key, p, kind, rest, value in owned_entries(self.table, ("w", "a", "c"), partitions, shard):
             if kind in ("w", "a"):  # "a": per-agent windows, same layout after the kind
                 if float(rest[1]) + keep_windows[rest[0]] < now:
                     del self.table[key]

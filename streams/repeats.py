@@ -252,7 +252,7 @@ class RepeatProcessor(BatchProcessor):
             pairs[new] = pairs.get(new, 0) + 1
 
     # -- housekeeping (called from a timer) --------------------------------------------------------
-    def expire(self, partitions: set[int] | None, now: float | None = None) -> int:
+    def expire(self, partitions: set[int] | None, now: float | None = None, shard: tuple[int, int] = (0, 1)) -> int:
         """Forget contacts no later contact can repeat any more, and buckets older than the longest window.
 
         A contact can still be repeated while start + window + grace >= now (grace = allowed lateness,
@@ -262,7 +262,7 @@ class RepeatProcessor(BatchProcessor):
         horizon = now - self.window - self.s.allowed_lateness_seconds
         keep_buckets = now - 8 * 86400
         removed = 0
-        for key, _p, kind, rest, value in owned_entries(self.table, ("u", "n", "f", "g"), partitions):
+        for key, _p, kind, rest, value in owned_entries(self.table, ("u", "n", "f", "g"), partitions, shard):
             if kind == "u":
                 kept = [e for e in value["h"] if e["t"] >= horizon]
                 if not kept:

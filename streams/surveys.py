@@ -104,11 +104,11 @@ class SurveyProcessor(BatchProcessor):
         view.put(rkey, rec)
         bk.accept(ev.type)
 
-    def expire(self, partitions: set[int] | None, now: float | None = None) -> int:
+    def expire(self, partitions: set[int] | None, now: float | None = None, shard: tuple[int, int] = (0, 1)) -> int:
         """Drop survey records and day counts older than the longest window (7 days) plus a day."""
         now = self.clock() if now is None else now
         removed = 0
-        for key, _p, kind, rest, value in owned_entries(self.table, ("r", "d", "g"), partitions):
+        for key, _p, kind, rest, value in owned_entries(self.table, ("r", "d", "g"), partitions, shard):
             if kind == "r" and value["t"] + KEEP_SECONDS < now:
                 del self.table[key]
                 removed += 1

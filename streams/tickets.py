@@ -277,7 +277,7 @@ class TicketProcessor(BatchProcessor):
         return end + self.s.allowed_lateness_seconds < watermark
 
     # -- housekeeping (called from a timer) --------------------------------------------------------
-    def expire(self, partitions: set[int] | None, now: float | None = None) -> int:
+    def expire(self, partitions: set[int] | None, now: float | None = None, shard: tuple[int, int] = (0, 1)) -> int:
         """Drop windows nobody reads any more and tickets that are finished or silent for too long."""
         now = self.clock() if now is None else now
         s = self.s
@@ -288,7 +288,7 @@ class TicketProcessor(BatchProcessor):
         }
         removed = 0
         expired_by_partition: dict[int, int] = {}
-        for key, p, kind, rest, value in owned_entries(self.table, ("w", "t"), partitions):
+        for key, p, kind, rest, value in owned_entries(self.table, ("w", "t"), partitions, shard):
             if kind == "w":
                 if float(rest[1]) + keep_windows[rest[0]] < now:
                     del self.table[key]
