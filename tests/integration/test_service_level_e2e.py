@@ -1,10 +1,11 @@
 """Issue 2 end to end: scripted call events -> real broker -> real worker -> /metrics, every value checked."""
 import time
 
+import httpx
 import orjson
 import pytest
 
-from harness import Worker, consume_all, create_topics, event, one_window, produce, quiet_clock
+from harness import Worker, consume_all, create_topics, event, one_window, parse_metrics, produce, quiet_clock
 
 pytestmark = pytest.mark.broker
 
@@ -94,6 +95,12 @@ def test_service_level_end_to_end(worker_factory):
     assert m.get1("contactpulse_events_duplicate_total", topic="contact-events") == 1
     rej = {dict(k)["reason"]: v for k, v in m.series("contactpulse_events_rejected_total").items()}
     assert rej == {"malformed_json": 1, "missing_field": 1, "unknown_type": 1}
+    # /metrics?name[]=...: those series only, with the values of the full scrape.
+    only = parse_metrics(httpx.get(w.url + "/metrics?name[]=contactpulse_events_accepted_total"
+                                           "&name[]=contactpulse_events_duplicate_total", timeout=5.0).text)
+    assert only == {k: v for k, v in m.items()
+                    if k[0] in ("contactpulse_events_accepted_total", "contactpulse_events_duplicate_total")}
+    assert len(only) == 6 + 5  # six types accepted; duplicates for each of the five input topics
     dead = [orjson.loads(r.value) for r in consume_all(w.prefix + "contactpulse-dead-letters")]
     assert sorted(d["reason"] for d in dead) == ["malformed_json", "missing_field", "unknown_type"]
     assert w.proc.poll() is None, "bad input must never stop the worker"
