@@ -12,7 +12,7 @@ identifiers, so only label values are escaped.
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from typing import Iterable, Iterator
 
 
 class MergedRegistry:
@@ -29,6 +29,13 @@ class MergedRegistry:
 
     def collect(self, names: frozenset[str] | set[str] | None = None) -> Iterable:
         merged: dict[tuple[str, str], object] = {}
+        for _ in self.collect_steps(merged, names):
+            pass
+        yield from merged.values()
+
+    def collect_steps(self, merged: dict, names: frozenset[str] | set[str] | None = None) -> Iterator[None]:
+        """collect()'s work a collector at a time, merged into `merged` ((name, type) -> family); yields
+        after each, for a caller that lets other work run in between (the worker's /metrics page)."""
         for collector in list(self.registry._collector_to_names):
             known = self.produced.get(collector)
             if names is not None and known is not None and known.isdisjoint(names):
@@ -45,7 +52,7 @@ class MergedRegistry:
                 else:
                     merged[key] = family
             self.produced[collector] = frozenset(exposed)
-        yield from merged.values()
+            yield
 
 
 _SUFFIXES = {"counter": ("_total", "_created"), "histogram": ("_bucket", "_sum", "_count", "_created"),
