@@ -14,7 +14,7 @@ per-message path.
 """
 from __future__ import annotations
 
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Container, Mapping
 
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as faust_aiokafka
@@ -35,6 +35,26 @@ class BatchConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         consumer = super()._create_worker_consumer(transport)
         consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS  # read when the consumer starts its fetcher
         return consumer
+
+
+def split_fetch(fetched: list[tuple[Any, list[Any]]], read_offset: Mapping[Any, int | None],
+                handled: Container[str]) -> tuple[dict[str, list[tuple[Any, list[Any]]]], list[tuple[Any, list[Any]]]]:
+    """A fetch's (tp, records) split into {topic: [(tp, records), ...]} for the pipelines (topics in
+    `handled`) and [(tp, records), ...] for Faust's per-message path. Records before a partition's read
+    offset (read before a seek back) are dropped, as Faust drops them; a partition left empty is left out."""
+    ours: dict[str, list[tuple[Any, list[Any]]]] = {}
+    others: list[tuple[Any, list[Any]]] = []
+    for tp, records in fetched:
+        last = read_offset[tp]
+        if last is not None and records[0].offset < last:
+            records = [r for r in records if r.offset >= last]
+            if not records:
+                continue
+        if tp.topic in handled:
+            ours.setdefault(tp.topic, []).append((tp, records))
+        else:
+            others.append((tp, records))
+    return ours, others
 
 
 class InFlight:
@@ -65,17 +85,11 @@ class BatchConsumer(faust_aiokafka.Consumer):
                 await self.sleep(0)
                 fetched = [] if self.should_stop else await self._fetch(timeout=1.0)
                 self.diag.unset_flag(CONSUMER_FETCHING)
-                ours: dict[str, list[Any]] = {}
-                for tp, records in fetched:
-                    last = read_offset[tp]
-                    if last is not None and records[0].offset < last:
-                        records = [r for r in records if r.offset >= last]  # read before (a seek back): as Faust, drop
-                    if tp.topic in batch_handlers:
-                        ours.setdefault(tp.topic, []).append((tp, records))
-                    else:  # e.g. Faust's own internal topics: its per-message path
-                        for record in records:
-                            await self.wait_first(callback(self._to_message(tp, record)), self.suspend_flow.wait())
-                            read_offset[tp] = record.offset
+                ours, others = split_fetch(fetched, read_offset, batch_handlers)
+                for tp, records in others:  # e.g. Faust's own internal topics: its per-message path
+                    for record in records:
+                        await self.wait_first(callback(self._to_message(tp, record)), self.suspend_flow.wait())
+                        read_offset[tp] = record.offset
                 for topic, parts in ours.items():
                     await self._deliver_batch(topic, parts)
         except self.consumer_stopped_errors:
