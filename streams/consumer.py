@@ -104,11 +104,11 @@ class BatchConsumer(faust_aiokafka.Consumer):
         Faust would deliver. Its checks (flow control, the consumer generation, active partitions) are made
         once per fetch instead of once per message; nothing can change them while the loop runs."""
         records, active_partitions = await self._wait_next_records(timeout)
-        if not records or self.should_stop:
+        if records is None or self.should_stop:
             return []
-        if not self.flow_active:
+        if not self.flow_active:  # as Faust, also after an empty fetch: back to the committed offsets
             try:
-                await self.perform_seek()  # as Faust: back to the committed offsets
+                await self.perform_seek()
             except Exception as exc:
                 self.log.warning(f"exception performing seek when flow not active {exc}")
             return []
