@@ -297,19 +297,22 @@ class BatchView:
         return written
 
 
-def _kind_pairs(table: MutableMapping[str, Any], kinds: tuple[str, ...], shard: tuple[int, int] = (0, 1)
-                ) -> Iterator[tuple[str, Any]]:
-    """(key, value) of the given kinds: from the PartitionedTable's index, or by a scan of a plain dict
-    (unit tests); with shard (i, n) only the keys whose hash is i modulo n (the same ones every time in
-    a process). The keys are listed first, so callers may write or delete while they iterate."""
-    i, n = shard
+def _kind_keys(table: MutableMapping[str, Any], kinds: tuple[str, ...]) -> tuple[Callable[[str], Any], list[str]]:
+    """(get, keys of the given kinds): from the PartitionedTable's index, or by a scan of a plain dict (unit
+    tests). The keys are listed first, so callers may write or delete while they iterate."""
     index = getattr(table, "keys_by_kind", None)
     if index is not None:
-        store = table.data
-        keys = [key for kind in kinds for key in index.get(kind, ()) if n == 1 or hash(key) % n == i]
-        return ((key, store.get(key)) for key in keys)
-    return ((key, value) for key, value in list(table.items())
-            if kind_of(key) in kinds and (n == 1 or hash(key) % n == i))
+        return table.data.get, [key for kind in kinds for key in index.get(kind, ())]
+    return table.get, [key for key in list(table) if kind_of(key) in kinds]
+
+
+def _kind_pairs(table: MutableMapping[str, Any], kinds: tuple[str, ...], shard: tuple[int, int] = (0, 1)
+                ) -> Iterator[tuple[str, Any]]:
+    """(key, value) of the given kinds (see _kind_keys); with shard (i, n) only the keys whose hash is i
+    modulo n (the same ones every time in a process)."""
+    i, n = shard
+    get, keys = _kind_keys(table, kinds)
+    return ((key, get(key)) for key in keys if n == 1 or hash(key) % n == i)
 
 
 def _owned(pairs: Iterator[tuple[str, Any]], partitions: set[int] | None
@@ -345,19 +348,15 @@ def iter_windows(table: MutableMapping[str, Any], kind: str, fragments: frozense
     in `fragments` (metrics.kpi.CurrentWindows.fragments()). A scrape wants the few current windows among
     the many kept for late events (~50,000 per-agent ones in a busy centre): told apart by a slice of the
     key, before any split."""
-    index = getattr(table, "keys_by_kind", None)
-    if index is not None:
-        store, keys = table.data, index.get(kind, ())
-    else:
-        store, keys = table, [key for key in table if kind_of(key) == kind]
+    get, keys = _kind_keys(table, (kind,))
     skip = len(kind) + 2  # past "|{kind}|"
 
     def current() -> Iterator[tuple[str, Any]]:
-        for key in list(keys):
+        for key in keys:
             start = key.find("|") + skip
             end = key.find("|", key.find("|", start) + 1)
             if key[start:end] in fragments:
-                yield key, store.get(key)
+                yield key, get(key)
 
     for _key, p, _kind, fields, value in _owned(current(), partitions):
         yield p, fields, value
